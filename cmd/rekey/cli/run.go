@@ -1,0 +1,276 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/client-go/discovery"
+	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
+	"k8s.io/client-go/metadata"
+
+	"github.com/rekey-dev/rekey/shared/cluster"
+	"github.com/rekey-dev/rekey/shared/reencrypt"
+)
+
+type runFlags struct {
+	kubeconfig, context   string
+	strategy              string
+	resources             []string
+	namespaces, excludeNS []string
+	selector              string
+	concurrency           int
+	qps                   float32
+	burst                 int
+	pageSize              int64
+	dryRun                bool
+	output                string
+	logLevel              string
+	timeout               time.Duration
+	progress              string
+}
+
+func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Rewrite objects so the API server stores them under its current encryption key",
+		Long: `run lists objects with the metadata API (never their data) and sends each a small merge patch.
+
+Strategies:
+  rewrite (alias replace)  no-op patch with a resourceVersion precondition: the API server rewrites
+                           exactly the objects stored under an old key (KMS v2, aescbc, ...)
+  annotate                 sets the encryption-key-rotation-time annotation on every object
+                           (KMS v1, where no-op writes rewrite nothing)
+  auto                     rewrite on Kubernetes >= 1.31, else annotate
+
+Exit status: 0 every object rewritten, current or deleted; 1 some failed; 2 usage, configuration
+or permission error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runRun(cmd.Context(), f, stdout, stderr) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+	fs.StringVar(&f.context, "context", "", "kubeconfig context (default the current context)")
+	fs.StringVar(&f.strategy, "strategy", "auto", "auto, rewrite (alias replace) or annotate")
+	fs.StringSliceVar(&f.resources, "resources", []string{"secrets"}, "namespaced resources to process, e.g. secrets,configmaps,deployments.apps")
+	fs.StringArrayVarP(&f.namespaces, "namespace", "n", nil, "only this namespace (repeatable; default all)")
+	fs.StringArrayVar(&f.excludeNS, "exclude-namespace", nil, "skip this namespace (repeatable)")
+	fs.StringVarP(&f.selector, "selector", "l", "", "label selector")
+	fs.IntVar(&f.concurrency, "concurrency", reencrypt.DefaultConcurrency, "parallel patch workers")
+	fs.Float32Var(&f.qps, "qps", 0, "client-side request rate limit per second (0: none; the API server's priority and fairness still applies)")
+	fs.IntVar(&f.burst, "burst", 0, "client-side burst (default: qps)")
+	fs.Int64Var(&f.pageSize, "page-size", reencrypt.DefaultPageSize, "objects per list page")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "list and count only; patch nothing")
+	fs.StringVarP(&f.output, "output", "o", "text", "summary format: text or json (json goes to stdout)")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: no limit)")
+	fs.StringVar(&f.progress, "progress", "auto", "progress bar: auto (on a terminal), always, never")
+	return cmd
+}
+
+func (f *runFlags) validate() error {
+	if f.output != "text" && f.output != "json" {
+		return usagef("--output must be text or json, not %q", f.output)
+	}
+	if f.concurrency < 1 || f.concurrency > 1024 {
+		return usagef("--concurrency must be between 1 and 1024, not %d", f.concurrency)
+	}
+	if f.pageSize < 1 || f.pageSize > 10000 {
+		return usagef("--page-size must be between 1 and 10000, not %d", f.pageSize)
+	}
+	if f.qps < 0 || f.burst < 0 {
+		return usagef("--qps and --burst must not be negative")
+	}
+	if f.timeout < 0 {
+		return usagef("--timeout must not be negative")
+	}
+	switch f.progress {
+	case "auto", "always", "never":
+	default:
+		return usagef("--progress must be auto, always or never, not %q", f.progress)
+	}
+	return nil
+}
+
+func newLogger(level string, w io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Nop(), usagef("--log-level must be debug, info, warn or error, not %q", level)
+	}
+	if isTerminal(w) {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
+	if err := f.validate(); err != nil {
+		return err
+	}
+	strategy, err := reencrypt.ParseStrategy(f.strategy)
+	if err != nil {
+		return &usageError{err}
+	}
+	log, err := newLogger(f.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	if f.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+	}
+	cfg, err := cluster.Load(cluster.Connection{Kubeconfig: f.kubeconfig, Context: f.context, QPS: f.qps, Burst: f.burst, UserAgent: "rekey"})
+	if err != nil {
+		return err
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("discovery client: %w", err)
+	}
+	version, err := cluster.ServerVersion(ctx, disco)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", cfg.Host, err)
+	}
+	if strategy, err = strategy.Resolve(version); err != nil {
+		return err
+	}
+	targets, err := cluster.ResolveTargets(disco, f.resources)
+	if err != nil {
+		return &usageError{err}
+	}
+	authz, err := authzclient.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("authorization client: %w", err)
+	}
+	if err := cluster.CheckAccess(ctx, authz, targets, f.namespaces, cluster.Verbs(f.dryRun)); err != nil {
+		return err
+	}
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("metadata client: %w", err)
+	}
+	log.Info().Str("server", cfg.Host).Str("version", version).Str("strategy", string(strategy)).Msg("starting")
+
+	bar := newProgress(f.progress, stderr, f.dryRun)
+	engine, err := reencrypt.New(meta, reencrypt.Options{
+		Targets: targets, Strategy: strategy, Namespaces: f.namespaces, ExcludeNamespaces: f.excludeNS,
+		LabelSelector: f.selector, Concurrency: f.concurrency, PageSize: f.pageSize, DryRun: f.dryRun, Logger: &log,
+		OnListed: bar.grow, OnObject: bar.step,
+	})
+	if err != nil {
+		return &usageError{err}
+	}
+	summary, runErr := engine.Run(ctx)
+	bar.finish()
+	if err := printSummary(stdout, f.output, summary); err != nil {
+		return err
+	}
+	if runErr != nil {
+		return fmt.Errorf("run stopped: %w", runErr)
+	}
+	if !summary.OK() {
+		return &exitError{code: ExitFailed}
+	}
+	return nil
+}
+
+func isConfigOrPermission(err error) bool {
+	var ce *cluster.ConfigError
+	var ae *cluster.AccessError
+	var pe *reencrypt.PermissionError
+	return errors.As(err, &ce) || errors.As(err, &ae) || errors.As(err, &pe)
+}
+
+// progress wraps an optional progress bar; the zero value does nothing.
+type progress struct{ bar *progressbar.ProgressBar }
+
+func newProgress(mode string, w io.Writer, dryRun bool) *progress {
+	if mode == "never" || (mode == "auto" && !isTerminal(w)) {
+		return &progress{}
+	}
+	desc := "re-encrypting"
+	if dryRun {
+		desc = "listing"
+	}
+	return &progress{bar: progressbar.NewOptions64(0,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("obj"),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)}
+}
+
+func (p *progress) grow(_ string, estimate int64) {
+	if p.bar != nil && estimate > 0 {
+		p.bar.ChangeMax64(p.bar.GetMax64() + estimate)
+	}
+}
+
+func (p *progress) step(string, reencrypt.Outcome) {
+	if p.bar != nil {
+		_ = p.bar.Add(1)
+	}
+}
+
+func (p *progress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+	}
+}
+
+func printSummary(w io.Writer, format string, s reencrypt.Summary) error {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(s); err != nil {
+			return fmt.Errorf("write summary: %w", err)
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "RESOURCE\tLISTED\tREWRITTEN\tCURRENT\tDELETED\tFAILED\t")
+	row := func(name string, c reencrypt.Counts) {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", name, c.Listed, c.Rewritten, c.Current, c.Deleted, c.Failed)
+	}
+	for _, r := range s.Resources {
+		row(r.Resource, r.Counts)
+	}
+	if len(s.Resources) > 1 {
+		row("total", s.Total)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
+	mode := string(s.Strategy)
+	if s.DryRun {
+		mode += ", dry run"
+	}
+	fmt.Fprintf(w, "strategy %s; %.1fs, %.0f objects/s, %d retries, %d conflicts\n", mode, s.DurationSeconds, s.ObjectsPerSecond, s.Retries, s.Conflicts)
+	for _, x := range s.Failures {
+		fmt.Fprintf(w, "failed: %s %s/%s: %s\n", x.Resource, x.Namespace, x.Name, x.Reason)
+	}
+	if s.FailuresOmitted > 0 {
+		fmt.Fprintf(w, "... and %d more failures\n", s.FailuresOmitted)
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package faultproxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Rule injects a fault into matching requests: of every Every matching requests, the first Fail
+// are answered with Status (and Retry-After when RetryAfter > 0) or, when Status is 0, with a
+// dropped connection.
+type Rule struct {
+	// Method matches the HTTP method ("" any).
+	Method string
+	// PathContains matches a substring of the URL path ("" any).
+	PathContains string
+	Every, Fail  int
+	Status       int
+	RetryAfter   int // seconds
+	// Limit stops the rule after this many faults (0: no limit).
+	Limit int64
+}
+
+type rule struct {
+	Rule
+	seen, injected atomic.Int64
+}
+
+// Proxy forwards to an upstream server, injecting faults. It is safe for concurrent use.
+type Proxy struct {
+	srv      *httptest.Server
+	rp       *httputil.ReverseProxy
+	mu       sync.RWMutex
+	rules    []*rule
+	injected atomic.Int64
+	served   atomic.Int64
+}
+
+// Start starts a proxy on a loopback port in front of upstream (an https URL verified with caPEM,
+// or an http URL with caPEM nil). Close it when done.
+func Start(upstream string, caPEM []byte) (*Proxy, error) {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return nil, fmt.Errorf("parse upstream %q: %w", upstream, err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	if caPEM != nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("faultproxy: no certificate in CA PEM")
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	p := &Proxy{rp: httputil.NewSingleHostReverseProxy(u)}
+	p.rp.Transport = tr
+	p.srv = httptest.NewServer(p)
+	return p, nil
+}
+
+// URL is the proxy's address (http://127.0.0.1:PORT).
+func (p *Proxy) URL() string { return p.srv.URL }
+
+// Close stops the proxy.
+func (p *Proxy) Close() { p.srv.Close() }
+
+// SetRules replaces the fault rules; nil forwards everything.
+func (p *Proxy) SetRules(rules ...Rule) {
+	rs := make([]*rule, len(rules))
+	for i, r := range rules {
+		rs[i] = &rule{Rule: r}
+	}
+	p.mu.Lock()
+	p.rules = rs
+	p.mu.Unlock()
+}
+
+// Injected returns the number of faults injected so far.
+func (p *Proxy) Injected() int64 { return p.injected.Load() }
+
+// Forwarded returns the number of requests forwarded upstream.
+func (p *Proxy) Forwarded() int64 { return p.served.Load() }
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f := p.match(r); f != nil {
+		p.injected.Add(1)
+		if f.Status == 0 {
+			if hj, ok := w.(http.Hijacker); ok {
+				if conn, _, err := hj.Hijack(); err == nil {
+					_ = conn.Close()
+					return
+				}
+			}
+			f.Status = http.StatusServiceUnavailable
+		}
+		if f.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(f.Status)
+		fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected fault","reason":%q,"code":%d}`, reason(f.Status), f.Status)
+		return
+	}
+	p.served.Add(1)
+	p.rp.ServeHTTP(w, r)
+}
+
+func (p *Proxy) match(r *http.Request) *Rule {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, ru := range p.rules {
+		if ru.Method != "" && ru.Method != r.Method || !strings.Contains(r.URL.Path, ru.PathContains) || ru.Every <= 0 {
+			continue
+		}
+		n := ru.seen.Add(1) - 1
+		if n%int64(ru.Every) < int64(ru.Fail) && (ru.Limit == 0 || ru.injected.Load() < ru.Limit) {
+			ru.injected.Add(1)
+			out := ru.Rule
+			return &out
+		}
+	}
+	return nil
+}
+
+func reason(code int) string {
+	switch code {
+	case http.StatusTooManyRequests:
+		return "TooManyRequests"
+	case http.StatusServiceUnavailable:
+		return "ServiceUnavailable"
+	case http.StatusGatewayTimeout:
+		return "Timeout"
+	default:
+		return "InternalError"
+	}
+}

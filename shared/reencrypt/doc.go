@@ -1,0 +1,18 @@
+// Package reencrypt rewrites Kubernetes objects so the API server stores them again under its
+// current encryption key, without ever reading their data.
+//
+// An [Engine] lists objects with the metadata client (PartialObjectMetadata pages), feeds their
+// namespace/name/resourceVersion through a bounded channel to a fixed pool of workers, and each
+// worker sends one small JSON merge patch:
+//
+//   - [Rewrite] sends {"metadata":{"resourceVersion":RV}}. The API server writes the object only if
+//     its stored value is stale (read through a provider or key that is no longer the write key), so
+//     a changed resourceVersion in the response proves the object was rewritten, and an unchanged
+//     one proves it was already current. The resourceVersion is a precondition: a concurrent change
+//     is never overwritten (409 Conflict: the worker re-reads the metadata and tries again).
+//   - [Annotate] sets the encryption-key-rotation-time annotation, forcing a write. It is for
+//     KMS v1 clusters, where values carry no key ID and a no-op write rewrites nothing.
+//
+// Outcomes are counted per resource in a [Summary]. Transient API errors are retried with backoff
+// (package retry); missing permissions stop the run at once.
+package reencrypt
