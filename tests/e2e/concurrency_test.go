@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +29,10 @@ func TestNoLostUpdates(t *testing.T) {
 
 	var mu sync.Mutex
 	deleted := map[string]bool{}
-	ctx, stop := context.WithCancel(context.Background())
+	// Writers stop between calls, never during one: a call cut off by cancellation may still have
+	// happened on the server, and the test must know every write that happened.
+	var stopping atomic.Bool
+	ctx := context.Background()
 	var wg sync.WaitGroup
 	var writes, creates, deletes int
 	for w := range 4 {
@@ -36,7 +40,7 @@ func TestNoLostUpdates(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 42))
-			for i := 0; ctx.Err() == nil; i++ {
+			for i := 0; !stopping.Load(); i++ {
 				ns := namespaces[rng.IntN(len(namespaces))]
 				switch op := rng.IntN(10); {
 				case op < 7: // update data through a full read-modify-write (a real client's way)
@@ -86,7 +90,7 @@ func TestNoLostUpdates(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // let the writers get going before the engine starts
 	s := mustRun(t, c.RestConfig("admin"), func(o *reencrypt.Options) { o.Concurrency = 8 })
-	stop()
+	stopping.Store(true)
 	wg.Wait()
 	t.Logf("concurrent writers: %d updates, %d creates, %d deletes; engine conflicts %d", writes, creates, deletes, s.Conflicts)
 	if s.Total.Failed != 0 {

@@ -65,6 +65,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newRunCommand(stdout, stderr))
+	root.AddCommand(newRunCommand(stdout, stderr), newVerifyCommand(stdout, stderr))
 	return root
 }

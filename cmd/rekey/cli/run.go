@@ -21,6 +21,7 @@ import (
 
 	"github.com/rekey-dev/rekey/shared/cluster"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
+	"github.com/rekey-dev/rekey/shared/verify"
 )
 
 type runFlags struct {
@@ -38,6 +39,8 @@ type runFlags struct {
 	logLevel              string
 	timeout               time.Duration
 	progress              string
+	kms                   kmsFlags
+	force                 bool
 }
 
 func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -76,6 +79,8 @@ or permission error.`,
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: no limit)")
 	fs.StringVar(&f.progress, "progress", "auto", "progress bar: auto (on a terminal), always, never")
+	f.kms.register(fs)
+	fs.BoolVar(&f.force, "force", false, "run even when the KMS key check fails (the key is disabled, pending deletion or unusable)")
 	return cmd
 }
 
@@ -136,6 +141,9 @@ func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
+	if err := f.checkKey(ctx, stderr); err != nil {
+		return err
+	}
 	cfg, err := cluster.Load(cluster.Connection{Kubeconfig: f.kubeconfig, Context: f.context, QPS: f.qps, Burst: f.burst, UserAgent: "rekey"})
 	if err != nil {
 		return err
@@ -191,7 +199,36 @@ func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// checkKey refuses to start when the KMS key cannot serve the API server: rewriting Secrets would
+// then fail or, worse, be what turns a disabled key into an outage.
+func (f *runFlags) checkKey(ctx context.Context, stderr io.Writer) error {
+	c, _, err := f.kms.client(os.Getenv)
+	if err != nil || c == nil {
+		return err
+	}
+	l, _ := verify.CheckKey(ctx, c, f.kms.keyID)
+	if l.Status != verify.Fail {
+		return nil
+	}
+	reasons := strings.Join(l.Reasons, "; ")
+	if f.force {
+		fmt.Fprintf(stderr, "rekey: warning: KMS key check failed, running anyway (--force): %s\n", reasons)
+		return nil
+	}
+	return &keyError{fmt.Errorf("refusing to run: %s (pass --force to run anyway)", reasons)}
+}
+
+// keyError reports a KMS key that cannot serve the cluster (exit 2: a configuration problem).
+type keyError struct{ err error }
+
+func (e *keyError) Error() string { return e.err.Error() }
+func (e *keyError) Unwrap() error { return e.err }
+
 func isConfigOrPermission(err error) bool {
+	var ke *keyError
+	if errors.As(err, &ke) {
+		return true
+	}
 	var ce *cluster.ConfigError
 	var ae *cluster.AccessError
 	var pe *reencrypt.PermissionError
