@@ -35,10 +35,16 @@ type LayerResult struct {
 	Name    string   `json:"name"`
 	Status  Status   `json:"status"`
 	Reasons []string `json:"reasons"`
+	// Problems are the reasons that made the layer FAIL.
+	Problems []string `json:"problems,omitempty"`
 }
 
 func (l *LayerResult) add(s Status, format string, a ...any) {
-	l.Reasons = append(l.Reasons, fmt.Sprintf(format, a...))
+	msg := fmt.Sprintf(format, a...)
+	l.Reasons = append(l.Reasons, msg)
+	if s == Fail {
+		l.Problems = append(l.Problems, msg)
+	}
 	if rank(s) > rank(l.Status) {
 		l.Status = s
 	}

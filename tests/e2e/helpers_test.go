@@ -134,3 +134,27 @@ func mustRun(t *testing.T, cfg *rest.Config, mutate func(*reencrypt.Options)) re
 	t.Logf("run: %+v in %.2fs (%.0f obj/s), retries %d, conflicts %d", s.Total, s.DurationSeconds, s.ObjectsPerSecond, s.Retries, s.Conflicts)
 	return s
 }
+
+// convergenceEngine is a rewrite engine for the verifier's convergence layer.
+func convergenceEngine(t *testing.T, c *controlplane.Cluster) *reencrypt.Engine {
+	t.Helper()
+	cfg := c.RestConfig("admin")
+	cfg.QPS, cfg.Burst = -1, 0
+	disco, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets, err := cluster.ResolveTargets(disco, []string{"secrets"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := reencrypt.New(meta, reencrypt.Options{Targets: targets, Strategy: reencrypt.Rewrite})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}

@@ -210,7 +210,7 @@ func (f *runFlags) checkKey(ctx context.Context, stderr io.Writer) error {
 	if l.Status != verify.Fail {
 		return nil
 	}
-	reasons := strings.Join(l.Reasons, "; ")
+	reasons := strings.Join(l.Problems, "; ")
 	if f.force {
 		fmt.Fprintf(stderr, "rekey: warning: KMS key check failed, running anyway (--force): %s\n", reasons)
 		return nil

@@ -1,5 +1,6 @@
-// Package demo tells rekey's story on the local stack: Secrets encrypted at rest, a key rotation
-// that leaves them under the old key, a rekey run, and proof from etcd that every Secret moved.
+// Package demo tells rekey's story on the local stack: Secrets encrypted at rest through a KMS v2
+// plugin and the Alibaba Cloud KMS API stand-in, a key rotation that leaves them under the old key
+// version, `rekey verify` failing, `rekey run`, and `rekey verify` passing with proof from etcd.
 package demo
 
 import (
@@ -17,9 +18,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/rekey-dev/rekey/infra/local/controlplane"
+	"github.com/rekey-dev/rekey/infra/local/kmsstack"
 	"github.com/rekey-dev/rekey/infra/local/seed"
 	"github.com/rekey-dev/rekey/shared/etcdscan"
-	"github.com/rekey-dev/rekey/shared/storedvalue"
+	"github.com/rekey-dev/rekey/shared/kms"
 )
 
 // Config sets up one demo run.
@@ -41,19 +43,34 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("demo: rekey binary: %w (run make build)", err)
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(cfg.Out, "\n==> "+format+"\n", a...) }
+	note := func(format string, a ...any) { fmt.Fprintf(cfg.Out, "    "+format+"\n", a...) }
 
-	key1 := controlplane.NewKey("key1")
-	say("starting etcd and kube-apiserver on loopback; Secrets are encrypted at rest with aescbc key %q", key1.Name)
+	say("starting the Alibaba Cloud KMS API stand-in and rekey's KMS v2 plugin")
+	st, err := kmsstack.Start(ctx, kmsstack.Options{})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer st.Stop()
+	v1, err := st.PrimaryVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	note("KMS at %s, key %s, primary version %s", st.Endpoint, st.KeyID, v1)
+	note("plugin on %s, calling KMS as the assumed role %s (as on ACK)", st.Socket, kmsstack.PluginRole)
+
+	say("starting etcd and kube-apiserver on loopback; Secrets are encrypted at rest with KMS v2 (provider %q)", kmsstack.ProviderName)
 	c, err := controlplane.Start(ctx, controlplane.Options{
-		Encryption: &controlplane.Encryption{Providers: []controlplane.Provider{controlplane.AESCBC(key1), controlplane.Identity()}},
+		Encryption: &controlplane.Encryption{Providers: []controlplane.Provider{st.Provider(), controlplane.Identity()}},
 	})
 	if err != nil {
 		return fmt.Errorf("demo: start control plane: %w", err)
 	}
 	defer c.Stop()
-	fmt.Fprintf(cfg.Out, "    API server %s, etcd %s\n", c.Server, c.EtcdEndpoint)
+	note("API server %s, etcd %s", c.Server, c.EtcdEndpoint)
 
-	cs, err := kubernetes.NewForConfig(c.RestConfig("admin"))
+	restCfg := c.RestConfig(controlplane.AdminUser)
+	restCfg.QPS = -1 // no client-side throttling for the set-up
+	cs, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("demo: client: %w", err)
 	}
@@ -63,61 +80,79 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := seed.Secrets(ctx, cs, seed.Options{Count: cfg.Secrets, Namespaces: namespaces, Size: 256}); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	fmt.Fprintf(cfg.Out, "    done in %s\n", time.Since(start).Round(time.Millisecond))
-	if _, err := scan(ctx, cfg.Out, c, "key1"); err != nil {
+	note("done in %s", time.Since(start).Round(time.Millisecond))
+	if err := scan(ctx, cfg.Out, c); err != nil {
 		return err
 	}
 
-	key2 := controlplane.NewKey("key2")
-	say("rotating: %q becomes the write key, %q stays readable (what a KMS key rotation does)", key2.Name, key1.Name)
-	if err := c.SetEncryption(controlplane.Encryption{Providers: []controlplane.Provider{controlplane.AESCBC(key2, key1), controlplane.Identity()}}); err != nil {
-		return fmt.Errorf("demo: rotate: %w", err)
-	}
-	if err := c.WaitEncryptionReload(ctx, func(raw []byte) bool { return under(raw, "key2") }); err != nil {
-		return fmt.Errorf("demo: wait for the API server to write with key2: %w", err)
-	}
-	fmt.Fprintln(cfg.Out, "    the API server now writes new Secrets with key2 (checked with a canary read back from etcd)")
-	r, err := scan(ctx, cfg.Out, c, "key2")
+	say("rotating the KMS key: CreateKeyVersion through the Alibaba Cloud SDK")
+	v2, err := st.Rotate()
 	if err != nil {
-		return err
-	}
-	fmt.Fprintf(cfg.Out, "    %d Secrets are still under the old key: this is the gap rekey closes\n", r.Stale())
-
-	kubeconfig := filepath.Join(c.Dir, "admin.kubeconfig")
-	if err := c.WriteKubeconfig("admin", kubeconfig); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	for i, title := range []string{"rekey run: rewrite the stale Secrets", "rekey run again: a pass that rewrites nothing proves convergence"} {
-		say("%s", title)
-		fmt.Fprintf(cfg.Out, "    $ rekey run --kubeconfig %s\n", kubeconfig)
-		cmd := exec.CommandContext(ctx, cfg.Rekey, "run", "--kubeconfig", kubeconfig)
-		cmd.Stdout, cmd.Stderr = cfg.Out, cfg.Err
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("demo: rekey run #%d: %w", i+1, err)
-		}
+	note("new primary version %s", v2)
+	say("waiting until the API server writes with %s (polling /readyz/kms-providers and a canary, no fixed sleep)", v2)
+	start = time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if err := st.WaitAPIServer(wctx, c, v2); err != nil {
+		return fmt.Errorf("demo: %w", err)
 	}
-	r, err = scan(ctx, cfg.Out, c, "key2")
-	if err != nil {
+	note("picked up after %s; existing Secrets are still under %s:", time.Since(start).Round(time.Millisecond), v1)
+	if err := scan(ctx, cfg.Out, c); err != nil {
 		return err
 	}
-	if r.Stale() != 0 {
-		return fmt.Errorf("demo: FAIL: %d Secrets are still not under key2: %v", r.Stale(), r.Offenders)
+
+	kubeconfig := filepath.Join(c.Dir, "admin.kubeconfig")
+	if err := c.WriteKubeconfig(controlplane.AdminUser, kubeconfig); err != nil {
+		return fmt.Errorf("demo: %w", err)
 	}
-	say("PASS: all %d Secrets in etcd are encrypted with key2", r.Total)
+	kmsArgs := []string{"--kms-key-id", st.KeyID, "--kms-region", st.Region, "--kms-endpoint", st.Endpoint, "--kms-scheme", "HTTP"}
+	verifyArgs := append([]string{"verify", "--kubeconfig", kubeconfig, "--etcd-endpoints", c.EtcdEndpoint, "--audit-role", kmsstack.PluginRole,
+		"--actiontrail-endpoint", st.Endpoint}, kmsArgs...)
+	env := append(os.Environ(), kms.EnvAccessKeyID+"="+st.Admin.AccessKeyID, kms.EnvAccessKeySecret+"="+st.Admin.AccessKeySecret)
+	rekey := func(wantExit int, args ...string) error {
+		fmt.Fprintf(cfg.Out, "    $ rekey %s\n", strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, cfg.Rekey, args...)
+		cmd.Stdout, cmd.Stderr, cmd.Env = cfg.Out, cfg.Err, env
+		err := cmd.Run()
+		var ee *exec.ExitError
+		code := 0
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			return fmt.Errorf("demo: rekey %s: %w", args[0], err)
+		}
+		if code != wantExit {
+			return fmt.Errorf("demo: rekey %s exited %d, want %d", args[0], code, wantExit)
+		}
+		return nil
+	}
+
+	say("rekey verify: the storage layer must FAIL, the Secrets are stale")
+	if err := rekey(1, verifyArgs...); err != nil {
+		return err
+	}
+	say("rekey run: rewrite exactly the stale Secrets through the API server (metadata only, no Secret data)")
+	if err := rekey(0, append([]string{"run", "--kubeconfig", kubeconfig}, kmsArgs...)...); err != nil {
+		return err
+	}
+	say("rekey verify --convergence: every layer must PASS; a rewrite pass that changes nothing proves convergence")
+	if err := rekey(0, append(verifyArgs, "--convergence")...); err != nil {
+		return err
+	}
+	if err := scan(ctx, cfg.Out, c); err != nil {
+		return err
+	}
+	say("PASS: every Secret in etcd is a KMS v2 object under key version %s; KMS saw %d Encrypt calls in all (KMS v2 reuses its DEK)",
+		v2, st.Server().Calls("Encrypt"))
 	return nil
 }
 
-func under(raw []byte, key string) bool {
-	v, err := storedvalue.Classify(raw)
-	return err == nil && v.Provider == storedvalue.AESCBC && v.KeyName == key
-}
-
-func scan(ctx context.Context, w io.Writer, c *controlplane.Cluster, key string) (etcdscan.Report, error) {
-	r, err := etcdscan.Scan(ctx, c.Etcd, "/registry/secrets/", func(v storedvalue.Value) bool {
-		return v.Provider == storedvalue.AESCBC && v.KeyName == key
-	}, etcdscan.Options{})
+func scan(ctx context.Context, w io.Writer, c *controlplane.Cluster) error {
+	r, err := etcdscan.Scan(ctx, c.Etcd, "/registry/secrets/", nil, etcdscan.Options{})
 	if err != nil {
-		return r, fmt.Errorf("demo: scan etcd: %w", err)
+		return fmt.Errorf("demo: scan etcd: %w", err)
 	}
 	fmt.Fprintf(w, "    etcd scan of /registry/secrets/ at revision %d: %d values\n", r.Revision, r.Total)
 	classes := make([]string, 0, len(r.ByClass))
@@ -126,7 +161,7 @@ func scan(ctx context.Context, w io.Writer, c *controlplane.Cluster, key string)
 	}
 	sort.Strings(classes)
 	for _, k := range classes {
-		fmt.Fprintf(w, "      %-20s %6d\n", k, r.ByClass[k])
+		fmt.Fprintf(w, "      %-60s %6d\n", k, r.ByClass[k])
 	}
-	return r, nil
+	return nil
 }
