@@ -19,7 +19,8 @@ type Policy struct {
 	// MaxRetryAfter caps a server's Retry-After hint, so a hostile or confused server cannot park
 	// the caller for long.
 	MaxRetryAfter time.Duration
-	// Timer waits between attempts. Nil means real time; tests pass an instant timer.
+	// Timer waits between attempts. Nil means real time (a new timer per loop); tests pass an
+	// instant timer, which every loop using the policy shares: it must be safe for concurrent use.
 	Timer backoff.Timer
 }
 

@@ -59,7 +59,7 @@ Strategies:
 
 Exit status: 0 every object rewritten, current or deleted; 1 some failed; 2 usage, configuration
 or permission error.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runRun(cmd.Context(), f, stdout, stderr) },
 	}
 	fs := cmd.Flags()

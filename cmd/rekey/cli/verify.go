@@ -35,7 +35,7 @@ type verifyFlags struct {
 	kms                       kmsFlags
 }
 
-func newVerifyCommand(stdout, stderr io.Writer) *cobra.Command {
+func newVerifyCommand(stdout io.Writer) *cobra.Command {
 	f := &verifyFlags{}
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -50,8 +50,8 @@ func newVerifyCommand(stdout, stderr io.Writer) *cobra.Command {
 
 KMS and ActionTrail credentials come from ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET
 and ALIBABA_CLOUD_SECURITY_TOKEN. Exit status: 0 PASS, 1 FAIL, 2 usage or configuration error.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runVerify(cmd.Context(), cmd, f, stdout) },
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runVerify(cmd.Context(), f, stdout) },
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
@@ -72,7 +72,7 @@ and ALIBABA_CLOUD_SECURITY_TOKEN. Exit status: 0 PASS, 1 FAIL, 2 usage or config
 	return cmd
 }
 
-func runVerify(ctx context.Context, cmd *cobra.Command, f *verifyFlags, stdout io.Writer) error {
+func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 	if f.output != "text" && f.output != "json" {
 		return usagef("--output must be text or json, not %q", f.output)
 	}

@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestUsageErrors(t *testing.T) {
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "")
+	t.Setenv("ALIBABA_CLOUD_REGION_ID", "")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--output", "xml"}, "--output must be text or json"},
+		{[]string{"run", "--concurrency", "0"}, "--concurrency must be between 1 and 1024"},
+		{[]string{"run", "--page-size", "0"}, "--page-size"},
+		{[]string{"run", "--strategy", "rotate"}, "unknown strategy"},
+		{[]string{"run", "--log-level", "loud"}, "--log-level"},
+		{[]string{"run", "--progress", "sometimes"}, "--progress"},
+		{[]string{"run", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"run", "extra-arg"}, "unknown command or argument \"extra-arg\""},
+		{[]string{"rotate"}, "unknown command or argument \"rotate\""},
+		{[]string{"run", "--kubeconfig", "/nonexistent/kubeconfig"}, "kubeconfig /nonexistent/kubeconfig"},
+		{[]string{"run", "--kms-key-id", "key-1"}, "--kms-region"},
+		{[]string{"run", "--kms-key-id", "key-1", "--kms-region", "cn-hangzhou"}, "ALIBABA_CLOUD_ACCESS_KEY_ID"},
+		{[]string{"verify"}, "nothing to verify"},
+		{[]string{"verify", "--output", "yaml"}, "--output must be text or json"},
+		{[]string{"verify", "--etcd-endpoints", "https://127.0.0.1:1"}, "--etcd-ca"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := Main(tt.args, &out, &errb)
+			if code != ExitUsage || !strings.Contains(errb.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want exit %d mentioning %q", code, errb.String(), ExitUsage, tt.want)
+			}
+			if out.Len() != 0 {
+				t.Fatalf("stdout should stay empty on usage errors, got %q", out.String())
+			}
+		})
+	}
+}
+
+func TestMissingCredentialsNeverEchoSecrets(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "STS.abc")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "very-secret-value")
+	t.Setenv("ALIBABA_CLOUD_SECURITY_TOKEN", "")
+	var out, errb bytes.Buffer
+	code := Main([]string{"verify", "--kms-key-id", "k", "--kms-region", "cn-hangzhou"}, &out, &errb)
+	if code != ExitUsage || !strings.Contains(errb.String(), "ALIBABA_CLOUD_SECURITY_TOKEN") {
+		t.Fatalf("exit %d stderr %q", code, errb.String())
+	}
+	if strings.Contains(errb.String(), "very-secret-value") {
+		t.Fatal("the secret was printed")
+	}
+}
+
+func TestHelpListsCommands(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := Main([]string{"--help"}, &out, &errb); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"run", "verify"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("help lacks %q: %s", want, out.String())
+		}
+	}
+}
