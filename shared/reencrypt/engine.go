@@ -274,11 +274,13 @@ func (r *run) listScope(t Target, ns string, opts metav1.ListOptions, items chan
 			continue
 		}
 		if err != nil {
-			if retry.Classify(err) == retry.Denied {
-				return &PermissionError{Verb: "list", Resource: t.Name, Namespace: ns, Err: err}
-			}
+			// A run stopped by a worker (e.g. a patch denied) reports why it stopped, not the
+			// list call it cut short.
 			if cause := context.Cause(r.ctx); cause != nil {
 				return cause
+			}
+			if retry.Classify(err) == retry.Denied {
+				return &PermissionError{Verb: "list", Resource: t.Name, Namespace: ns, Err: err}
 			}
 			return fmt.Errorf("list %s in %s: %w", t.Name, scopeName(ns), err)
 		}
@@ -362,7 +364,9 @@ func (r *run) process(t Target, it item) Outcome {
 		case retry.NotFound:
 			return Deleted
 		case retry.Denied:
-			r.fail(&PermissionError{Verb: "patch", Resource: t.Name, Namespace: it.namespace, Err: err})
+			if r.ctx.Err() == nil {
+				r.fail(&PermissionError{Verb: "patch", Resource: t.Name, Namespace: it.namespace, Err: err})
+			}
 			return Failed
 		case retry.Conflict:
 			r.conflicts.Add(1)

@@ -11,6 +11,7 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 
 	"github.com/rekey-dev/rekey/cmd/rekey/cli"
@@ -49,14 +50,14 @@ func grant(t *testing.T, c *controlplane.Cluster, user string, verbs ...string) 
 func TestCLIPermissionsAndConfigErrors(t *testing.T) {
 	c, key1 := aescbcCluster(t,
 		controlplane.User{Name: "viewer", Token: "viewer-token"},
-		controlplane.User{Name: "rekeyer", Token: "rekeyer-token"})
+		controlplane.User{Name: "rekey", Token: "rekey-token"})
 	createSecrets(t, typed(t, c), 50, "perm")
 	rotate(t, c, key1)
 	grant(t, c, "viewer", "get", "list")
-	grant(t, c, "rekeyer", "get", "list", "patch")
+	applyShippedRBAC(t, c)
 	dir := t.TempDir()
 	viewer, rekeyer := filepath.Join(dir, "viewer"), filepath.Join(dir, "rekeyer")
-	for user, path := range map[string]string{"viewer": viewer, "rekeyer": rekeyer} {
+	for user, path := range map[string]string{"viewer": viewer, "rekey": rekeyer} {
 		if err := c.WriteKubeconfig(user, path); err != nil {
 			t.Fatal(err)
 		}
@@ -93,10 +94,36 @@ func TestCLIPermissionsAndConfigErrors(t *testing.T) {
 		t.Fatalf("--output json is not a summary: %v", err)
 	}
 	if code != cli.ExitOK || s.Total.Rewritten != 50 || s.Strategy != reencrypt.Rewrite {
-		t.Fatalf("rekeyer: exit %d summary %+v strategy %s; want 0, 50 rewritten, auto -> rewrite", code, s.Total, s.Strategy)
+		t.Fatalf("rekey (shipped RBAC): exit %d summary %+v strategy %s; want 0, 50 rewritten, auto -> rewrite", code, s.Total, s.Strategy)
 	}
 	if r := scan(t, c); r.Stale() != 0 {
 		t.Fatalf("%d still stale", r.Stale())
+	}
+}
+
+// applyShippedRBAC applies infra/rbac/rekey.yaml, the RBAC the project ships for rekey.
+func applyShippedRBAC(t *testing.T, c *controlplane.Cluster) {
+	t.Helper()
+	f, err := os.Open("../../infra/rbac/rekey.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cs := typed(t, c)
+	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
+	var role rbacv1.ClusterRole
+	var binding rbacv1.ClusterRoleBinding
+	if err := dec.Decode(&role); err != nil {
+		t.Fatalf("decode ClusterRole: %v", err)
+	}
+	if err := dec.Decode(&binding); err != nil {
+		t.Fatalf("decode ClusterRoleBinding: %v", err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(context.Background(), &role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(context.Background(), &binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -515,6 +515,7 @@ func (c *Cluster) RestConfig(user string) *rest.Config {
 		Host:            c.Server,
 		BearerToken:     token,
 		TLSClientConfig: rest.TLSClientConfig{CAData: bytes.Clone(c.CAData)},
+		QPS:             -1, // no client-side throttling against the local server; callers may set their own
 	}
 }
 

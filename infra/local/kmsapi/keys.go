@@ -449,21 +449,13 @@ func (c *call) updateRotationPolicy() (any, *apiError) {
 	return struct{}{}, nil
 }
 
-func (c *call) enableKey() (any, *apiError) {
-	k, aerr := c.keyParam()
-	if aerr != nil {
-		return nil, aerr
-	}
-	if k.State == statePendingDeletion {
-		return nil, errKeyPendingDeletion()
-	}
-	k.State = stateEnabled
-	c.dirty = true
-	c.setElements("KeyId", k.ID)
-	return struct{}{}, nil
-}
+func (c *call) enableKey() (any, *apiError) { return c.setKeyState(stateEnabled) }
 
-func (c *call) disableKey() (any, *apiError) {
+func (c *call) disableKey() (any, *apiError) { return c.setKeyState(stateDisabled) }
+
+// setKeyState moves the key named by KeyId to state; a key pending deletion must first be
+// cancelled.
+func (c *call) setKeyState(state string) (any, *apiError) {
 	k, aerr := c.keyParam()
 	if aerr != nil {
 		return nil, aerr
@@ -471,7 +463,7 @@ func (c *call) disableKey() (any, *apiError) {
 	if k.State == statePendingDeletion {
 		return nil, errKeyPendingDeletion()
 	}
-	k.State = stateDisabled
+	k.State = state
 	c.dirty = true
 	c.setElements("KeyId", k.ID)
 	return struct{}{}, nil
