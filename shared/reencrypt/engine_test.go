@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,8 +117,8 @@ func TestConflictRereadsAndRetries(t *testing.T) {
 	if s.Conflicts != 1 || s.Total.Rewritten != 9 || s.Total.Current != 1 || s.Total.Failed != 0 {
 		t.Fatalf("summary = %+v conflicts=%d, want 9 rewritten, 1 current (written by the other writer), 1 conflict", s.Total, s.Conflicts)
 	}
-	if f.calls["GET a/s-0003"] != 1 {
-		t.Fatalf("expected one re-read, got %d", f.calls["GET a/s-0003"])
+	if f.callCount("GET a/s-0003") != 1 {
+		t.Fatalf("expected one re-read, got %d", f.callCount("GET a/s-0003"))
 	}
 }
 
@@ -137,7 +138,7 @@ func TestConflictRetriesAreBounded(t *testing.T) {
 	if len(s.Failures) != 1 || s.Failures[0].Name != "s-0001" || !strings.Contains(s.Failures[0].Reason, "conflicting") {
 		t.Fatalf("failures = %+v", s.Failures)
 	}
-	if got := f.calls["PATCH a/s-0001"]; got != 3 {
+	if got := f.callCount("PATCH a/s-0001"); got != 3 {
 		t.Fatalf("patch attempts = %d, want 3 (1 + 2 re-reads)", got)
 	}
 }
@@ -158,17 +159,25 @@ func TestDeletedObjectsAreCounted(t *testing.T) {
 
 func TestTransientErrorsAreRetried(t *testing.T) {
 	f := newFakeAPI(t, 12, "a")
-	var n atomic.Int64
+	var mu sync.Mutex
+	failed := map[string]int{}
 	f.hook = func(w http.ResponseWriter, r *http.Request, key string) bool {
-		if n.Add(1)%3 == 0 { // every third request, lists included, fails once
+		// Every request (list pages included) fails twice with 503, then succeeds: within the
+		// policy's 4 attempts, so every object must end rewritten.
+		id := r.Method + " " + key + " " + r.URL.Query().Get("continue")
+		mu.Lock()
+		defer mu.Unlock()
+		if failed[id] < 2 {
+			failed[id]++
 			status(w, 503, metav1.StatusReasonServiceUnavailable, "storm")
 			return true
 		}
 		return false
 	}
 	s := runOK(t, newEngine(t, f, nil))
-	if s.Total.Rewritten != 12 || s.Total.Failed != 0 || s.Retries == 0 {
-		t.Fatalf("summary = %+v retries=%d, want 12 rewritten and some retries", s.Total, s.Retries)
+	// 12 patches and 2 list pages, each retried twice.
+	if s.Total.Rewritten != 12 || s.Total.Failed != 0 || s.Retries != 2*(12+2) {
+		t.Fatalf("summary = %+v retries=%d, want 12 rewritten and 28 retries", s.Total, s.Retries)
 	}
 }
 
@@ -182,8 +191,8 @@ func TestPersistentServerErrorsFailTheObjectNotTheRun(t *testing.T) {
 		return false
 	}
 	s := runOK(t, newEngine(t, f, nil))
-	if s.Total.Failed != 1 || s.Total.Rewritten != 3 || f.calls["PATCH a/s-0000"] != 4 {
-		t.Fatalf("summary = %+v attempts=%d, want 1 failed after 4 attempts", s.Total, f.calls["PATCH a/s-0000"])
+	if s.Total.Failed != 1 || s.Total.Rewritten != 3 || f.callCount("PATCH a/s-0000") != 4 {
+		t.Fatalf("summary = %+v attempts=%d, want 1 failed after 4 attempts", s.Total, f.callCount("PATCH a/s-0000"))
 	}
 	if !strings.Contains(s.Failures[0].Reason, "gave up after 4 attempts") {
 		t.Fatalf("reason = %q", s.Failures[0].Reason)
@@ -208,14 +217,8 @@ func TestForbiddenStopsTheRun(t *testing.T) {
 	if !strings.Contains(err.Error(), `needs "patch" on "secrets"`) {
 		t.Fatalf("message does not name the permission: %v", err)
 	}
-	patches := 0
-	for k, v := range f.calls {
-		if strings.HasPrefix(k, "PATCH") {
-			patches += v
-		}
-	}
-	if patches >= 200 {
-		t.Fatalf("run went on after the first 403: %d patches", patches)
+	if patches := f.patchCount(); patches >= 200 {
+		t.Fatalf("run went on after the first 403: %d patches", f.patchCount())
 	}
 }
 
@@ -265,16 +268,14 @@ func TestDryRunPatchesNothing(t *testing.T) {
 	if s.Total.Listed != 15 || s.Total.Done() != 0 || !s.DryRun {
 		t.Fatalf("dry run summary %+v", s.Total)
 	}
-	for k := range f.calls {
-		if strings.HasPrefix(k, "PATCH") {
-			t.Fatalf("dry run patched %s", k)
-		}
+	if n := f.patchCount(); n != 0 {
+		t.Fatalf("dry run sent %d patches", n)
 	}
 	if estimate.Load() != 15 || listed.Load() != 15 {
 		t.Fatalf("estimate=%d listed callbacks=%d, want 15 and 15", estimate.Load(), listed.Load())
 	}
-	if f.calls["LIST"] != 3 {
-		t.Fatalf("pages = %d, want 3 (page size 7)", f.calls["LIST"])
+	if f.callCount("LIST") != 3 {
+		t.Fatalf("pages = %d, want 3 (page size 7)", f.callCount("LIST"))
 	}
 }
 

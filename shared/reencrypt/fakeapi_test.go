@@ -47,6 +47,26 @@ func newFakeAPI(t *testing.T, n int, namespaces ...string) *fakeAPI {
 	return f
 }
 
+// callCount returns how often a call was made ("LIST" or "VERB ns/name"); safe while requests run.
+func (f *fakeAPI) callCount(k string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[k]
+}
+
+// patchCount returns the number of PATCH requests.
+func (f *fakeAPI) patchCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for k, v := range f.calls {
+		if strings.HasPrefix(k, "PATCH") {
+			n += v
+		}
+	}
+	return n
+}
+
 func (f *fakeAPI) client(t *testing.T) metadata.Interface {
 	t.Helper()
 	srv := httptest.NewServer(f)
