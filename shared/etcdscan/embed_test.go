@@ -20,9 +20,6 @@ import (
 // returns a client for it. Both stop when the test ends.
 func startEtcd(t *testing.T) *clientv3.Client {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts an embedded etcd")
-	}
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
 	cfg.LogLevel = "error"
