@@ -38,13 +38,16 @@ func (o Options) withDefaults() Options {
 // ByClass is keyed by storedvalue.Value.Class, which holds full KMS v2 key IDs; see
 // RedactedByClass before logging it.
 type Report struct {
-	Prefix     string         `json:"prefix"`
-	Revision   int64          `json:"revision"` // etcd revision the scan was pinned to
-	Total      int            `json:"total"`
-	ByClass    map[string]int `json:"byClass"`    // Value.Class() -> count
-	Matching   int            `json:"matching"`   // values for which want(v) was true
-	Offenders  []string       `json:"offenders"`  // "<namespace>/<name>" (from the key) of non-matching or unreadable values, capped at MaxNames
-	Unreadable int            `json:"unreadable"` // values Classify rejected
+	Prefix   string         `json:"prefix"`
+	Revision int64          `json:"revision"` // etcd revision the scan was pinned to
+	Total    int            `json:"total"`
+	ByClass  map[string]int `json:"byClass"` // Value.Class() -> count
+	// ByDEKSource counts KMS v2 values by DEK source type (AES_GCM_KEY or
+	// HKDF_SHA256_XNONCE_AES_GCM_SEED); the API server also treats a changed type as stale.
+	ByDEKSource map[string]int `json:"byDEKSource,omitempty"`
+	Matching    int            `json:"matching"`   // values for which want(v) was true
+	Offenders   []string       `json:"offenders"`  // "<namespace>/<name>" (from the key) of non-matching or unreadable values, capped at MaxNames
+	Unreadable  int            `json:"unreadable"` // values Classify rejected
 }
 
 // Stale returns Total - Matching: the values that are not under the wanted key, unreadable ones
@@ -129,6 +132,12 @@ func Scan(ctx context.Context, kv clientv3.KV, prefix string, want func(storedva
 			ok := err == nil
 			if ok {
 				r.ByClass[v.Class()]++
+				if v.DEKSourceType != "" {
+					if r.ByDEKSource == nil {
+						r.ByDEKSource = map[string]int{}
+					}
+					r.ByDEKSource[v.DEKSourceType]++
+				}
 				ok = want == nil || want(v)
 			} else {
 				r.Unreadable++

@@ -190,7 +190,10 @@ func checkStorage(ctx context.Context, in Inputs, keyID string) (LayerResult, []
 			continue
 		}
 		scans = append(scans, rep)
-		l.add(Pass, "%s: %d values at etcd revision %d: %s", res, rep.Total, rep.Revision, classes(rep))
+		l.add(Pass, "%s: %d values at etcd revision %d: %s", res, rep.Total, rep.Revision, classes(rep.ByClass))
+		if len(rep.ByDEKSource) > 0 {
+			l.add(Pass, "%s: KMS v2 DEK source types: %s", res, classes(rep.ByDEKSource))
+		}
 		if keyID == "" {
 			continue
 		}
@@ -209,15 +212,15 @@ func checkStorage(ctx context.Context, in Inputs, keyID string) (LayerResult, []
 	return l, scans
 }
 
-func classes(r etcdscan.Report) string {
-	keys := make([]string, 0, len(r.ByClass))
-	for k := range r.ByClass {
+func classes(counts map[string]int) string {
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, r.ByClass[k]))
+		parts = append(parts, fmt.Sprintf("%s=%d", k, counts[k]))
 	}
 	if len(parts) == 0 {
 		return "none"

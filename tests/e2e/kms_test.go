@@ -120,6 +120,10 @@ func TestKMSRotationThroughThePlugin(t *testing.T) {
 	if cls := fmt.Sprintf("kms-v2:%s:%s", kmsstack.ProviderName, v1); r.Storage[0].ByClass[cls] != before.Total {
 		t.Fatalf("storage classes %v, want %d under %s", r.Storage[0].ByClass, before.Total, cls)
 	}
+	// KMS v2 with the KDF (default since 1.29): every value carries an HKDF seed, not a raw DEK.
+	if got := r.Storage[0].ByDEKSource["HKDF_SHA256_XNONCE_AES_GCM_SEED"]; got != before.Total {
+		t.Fatalf("DEK source types %v, want %d HKDF seeds", r.Storage[0].ByDEKSource, before.Total)
+	}
 
 	s := mustRun(t, c.RestConfig("admin"), nil)
 	// Counted from the rotation: the API server's new DEK seed, the verifier's canary, the run.
