@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -114,5 +115,35 @@ func TestScopeFilters(t *testing.T) {
 	}
 	if r := scan(t, c); r.Stale() != 0 {
 		t.Fatalf("%d still stale", r.Stale())
+	}
+}
+
+// TestAnnotateStrategy: the KMS v1 way. Every Secret gets the rotation annotation and is written
+// under the new key, stale or not; a later run with a new time writes them all again.
+func TestAnnotateStrategy(t *testing.T) {
+	c, key1 := aescbcCluster(t)
+	cs := typed(t, c)
+	createSecrets(t, cs, 100, "annotate")
+	rotate(t, c, key1)
+	at := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	run := func(at time.Time) reencrypt.Summary {
+		return mustRun(t, c.RestConfig("admin"), func(o *reencrypt.Options) {
+			o.Strategy = reencrypt.Annotate
+			o.Clock = func() time.Time { return at }
+			o.Namespaces = []string{"annotate"}
+		})
+	}
+	if s := run(at); s.Total.Rewritten != 100 {
+		t.Fatalf("first annotate run %+v, want 100 rewritten", s.Total)
+	}
+	if r := scan(t, c); r.Stale() != 0 {
+		t.Fatalf("%d still stale", r.Stale())
+	}
+	sec, err := cs.CoreV1().Secrets("annotate").Get(context.Background(), "secret-00000", metav1.GetOptions{})
+	if err != nil || sec.Annotations[reencrypt.RotationAnnotation] != "2026-11-27T03:00:00Z" {
+		t.Fatalf("annotation = %q (%v)", sec.Annotations[reencrypt.RotationAnnotation], err)
+	}
+	if s := run(at.Add(time.Hour)); s.Total.Rewritten != 100 {
+		t.Fatalf("annotate with a new time %+v, want every Secret written again", s.Total)
 	}
 }
