@@ -95,8 +95,9 @@ func createSecrets(t *testing.T, cs kubernetes.Interface, n int, namespaces ...s
 	return data
 }
 
-// engineRun runs the engine as the CLI wires it, through cfg.
-func engineRun(t *testing.T, cfg *rest.Config, mutate func(*reencrypt.Options)) (reencrypt.Summary, error) {
+// newEngine wires the engine as the CLI does: discovery resolves "secrets", the metadata client
+// carries the patches. mutate adjusts the options (nil: rewrite, page size 250).
+func newEngine(t *testing.T, cfg *rest.Config, mutate func(*reencrypt.Options)) *reencrypt.Engine {
 	t.Helper()
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = -1, 0
@@ -120,9 +121,15 @@ func engineRun(t *testing.T, cfg *rest.Config, mutate func(*reencrypt.Options)) 
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
+	return e
+}
+
+// engineRun runs a new engine once.
+func engineRun(t *testing.T, cfg *rest.Config, mutate func(*reencrypt.Options)) (reencrypt.Summary, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	return e.Run(ctx)
+	return newEngine(t, cfg, mutate).Run(ctx)
 }
 
 func mustRun(t *testing.T, cfg *rest.Config, mutate func(*reencrypt.Options)) reencrypt.Summary {
@@ -138,23 +145,5 @@ func mustRun(t *testing.T, cfg *rest.Config, mutate func(*reencrypt.Options)) re
 // convergenceEngine is a rewrite engine for the verifier's convergence layer.
 func convergenceEngine(t *testing.T, c *controlplane.Cluster) *reencrypt.Engine {
 	t.Helper()
-	cfg := c.RestConfig("admin")
-	cfg.QPS, cfg.Burst = -1, 0
-	disco, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	targets, err := cluster.ResolveTargets(disco, []string{"secrets"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, err := metadata.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := reencrypt.New(meta, reencrypt.Options{Targets: targets, Strategy: reencrypt.Rewrite})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return newEngine(t, c.RestConfig("admin"), nil)
 }
