@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/pkg/v3/transport"
-	etcd "go.etcd.io/etcd/client/v3"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/metadata"
 
@@ -22,17 +19,16 @@ import (
 )
 
 type verifyFlags struct {
-	kubeconfig, context       string
-	etcdEndpoints             []string
-	etcdCert, etcdKey, etcdCA string
-	resources                 []string
-	expectKeyID               string
-	convergence               bool
-	audit                     bool
-	auditRole, trailEndpoint  string
-	auditSince                time.Duration
-	output                    string
-	kms                       kmsFlags
+	kubeconfig, context      string
+	etcd                     etcdFlags
+	resources                []string
+	expectKeyID              string
+	convergence              bool
+	audit                    bool
+	auditRole, trailEndpoint string
+	auditSince               time.Duration
+	output                   string
+	kms                      kmsFlags
 }
 
 func newVerifyCommand(stdout io.Writer) *cobra.Command {
@@ -56,10 +52,7 @@ and ALIBABA_CLOUD_SECURITY_TOKEN. Exit status: 0 PASS, 1 FAIL, 2 usage or config
 	fs := cmd.Flags()
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
 	fs.StringVar(&f.context, "context", "", "kubeconfig context")
-	fs.StringSliceVar(&f.etcdEndpoints, "etcd-endpoints", nil, "etcd client URLs, for the storage layer")
-	fs.StringVar(&f.etcdCert, "etcd-cert", "", "etcd client certificate")
-	fs.StringVar(&f.etcdKey, "etcd-key", "", "etcd client key")
-	fs.StringVar(&f.etcdCA, "etcd-ca", "", "etcd CA bundle")
+	f.etcd.register(fs)
 	fs.StringSliceVar(&f.resources, "resources", []string{"secrets"}, "resources to check")
 	fs.StringVar(&f.expectKeyID, "expect-key-id", "", "KMS v2 key ID values must carry when no --kms-key-id is given")
 	fs.BoolVar(&f.convergence, "convergence", false, "run a rewrite pass and require that it changes nothing")
@@ -92,8 +85,8 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 			in.AuditSince = time.Now().Add(-f.auditSince)
 		}
 	}
-	if len(f.etcdEndpoints) > 0 {
-		cli, err := etcdClient(f)
+	if f.etcd.given() {
+		cli, err := f.etcd.client()
 		if err != nil {
 			return err
 		}
@@ -145,27 +138,4 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 		return &exitError{code: ExitFailed}
 	}
 	return nil
-}
-
-func etcdClient(f *verifyFlags) (*etcd.Client, error) {
-	cfg := etcd.Config{Endpoints: f.etcdEndpoints, DialTimeout: 5 * time.Second}
-	if f.etcdCert != "" || f.etcdKey != "" || f.etcdCA != "" {
-		tlsInfo := clientv3.TLSInfo{CertFile: f.etcdCert, KeyFile: f.etcdKey, TrustedCAFile: f.etcdCA}
-		tc, err := tlsInfo.ClientConfig()
-		if err != nil {
-			return nil, usagef("etcd TLS: %v", err)
-		}
-		cfg.TLS = tc
-	} else {
-		for _, ep := range f.etcdEndpoints {
-			if strings.HasPrefix(ep, "https://") {
-				return nil, usagef("etcd endpoint %s is HTTPS: give --etcd-ca (and --etcd-cert/--etcd-key)", ep)
-			}
-		}
-	}
-	cli, err := etcd.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to etcd: %w", err)
-	}
-	return cli, nil
 }
