@@ -27,6 +27,7 @@ require (
 )
 
 require (
+	github.com/aliyun/fc-runtime-go-sdk v0.3.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/blang/semver/v4 v4.0.0 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
