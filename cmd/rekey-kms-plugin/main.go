@@ -9,10 +9,14 @@
 //
 //	rekey-kms-plugin --listen unix:///var/run/kmsplugin/kms.sock --key-id <key ID or alias/name> --region cn-hangzhou
 //
-// Credentials come from ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET and, for an
-// STS credential, ALIBABA_CLOUD_SECURITY_TOKEN. The RAM identity needs kms:DescribeKey,
-// kms:Encrypt and kms:Decrypt on the key. Bad configuration exits with status 2, SIGTERM or SIGINT
-// with 0 after a graceful stop, anything else with 1. See package shared/kmsplugin.
+// Credentials come from the Alibaba Cloud credentials chain (see alicloud.DefaultCredentials):
+// ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (with ALIBABA_CLOUD_SECURITY_TOKEN
+// for an STS token, which is not refreshed); else RRSA (ALIBABA_CLOUD_ROLE_ARN,
+// ALIBABA_CLOUD_OIDC_PROVIDER_ARN, ALIBABA_CLOUD_OIDC_TOKEN_FILE), refreshed; else the ECS
+// instance's RAM role from the metadata service, refreshed. The RAM identity needs
+// kms:DescribeKey, kms:Encrypt and kms:Decrypt on the key. Bad configuration exits with status 2,
+// SIGTERM or SIGINT with 0 after a graceful stop, anything else with 1. See package
+// shared/kmsplugin.
 package main
 
 import (
@@ -31,6 +35,7 @@ import (
 	"github.com/rs/zerolog"
 	"k8s.io/kms/pkg/util"
 
+	"github.com/rekey-dev/rekey/shared/alicloud"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/kmsplugin"
 )
@@ -57,6 +62,7 @@ type config struct {
 	keyID          string
 	kms            kms.Config
 	statusInterval time.Duration
+	grace          time.Duration // ServiceOptions.HealthGracePeriod: negative for none
 	logLevel       zerolog.Level
 }
 
@@ -83,14 +89,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer client.Close()
 	log.Info().Str("endpoint", client.Endpoint()).Str("scheme", client.Scheme()).Str("region", cfg.kms.Region).
-		Str("credentials", cfg.kms.Credentials.String()).Msg("starting")
+		Str("credentials", client.CredentialsSource()).Msg("starting")
+	if client.CredentialsSource() == alicloud.SourceEnvSTSToken {
+		log.Warn().Msg("the STS token from the environment is never refreshed: the plugin fails once it expires; " +
+			"prefer RRSA or the ECS RAM role")
+	}
 
 	err = kmsplugin.Run(ctx, kmsplugin.Options{
 		SocketPath: cfg.socket,
 		Client:     client,
 		KeyID:      cfg.keyID,
 		Timeout:    cfg.kms.CallTimeout,
-		Service:    kmsplugin.ServiceOptions{StatusInterval: cfg.statusInterval, Logger: &log},
+		Service:    kmsplugin.ServiceOptions{StatusInterval: cfg.statusInterval, HealthGracePeriod: cfg.grace, Logger: &log},
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("stopped")
@@ -103,7 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 type flagValues struct {
 	listen, keyID, region, endpoint, scheme, level *string
 	vpc                                            *bool
-	timeout, interval                              *time.Duration
+	timeout, interval, grace                       *time.Duration
 }
 
 // newFlags defines the command's flags.
@@ -120,7 +130,9 @@ func newFlags() (*flag.FlagSet, flagValues) {
 		scheme:   fs.String("scheme", kms.SchemeHTTPS, "HTTPS, or HTTP for a local KMS stand-in"),
 		timeout:  fs.Duration("timeout", kms.DefaultCallTimeout, "timeout of one KMS call and of a gRPC connection handshake"),
 		interval: fs.Duration("status-interval", kmsplugin.DefaultStatusInterval, "how often the key's state and primary version are refreshed"),
-		level:    fs.String("log-level", "info", "debug, info, warn or error"),
+		grace: fs.Duration("health-grace-period", kmsplugin.DefaultHealthGracePeriod,
+			"how long after the last successful KMS call healthz stays ok while KMS is unreachable (0: report at once)"),
+		level: fs.String("log-level", "info", "debug, info, warn or error"),
 	}
 }
 
@@ -138,7 +150,10 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	if fs.NArg() > 0 {
 		problems = append(problems, fmt.Sprintf("unexpected arguments %q", fs.Args()))
 	}
-	cfg := config{keyID: strings.TrimSpace(*f.keyID), statusInterval: *f.interval}
+	cfg := config{keyID: strings.TrimSpace(*f.keyID), statusInterval: *f.interval, grace: *f.grace}
+	if cfg.grace == 0 {
+		cfg.grace = -1 // ServiceOptions: negative is none, zero the default
+	}
 	if *f.listen == "" {
 		missing = append(missing, "--listen")
 	} else if p, err := util.ParseEndpoint(*f.listen); err != nil {
@@ -164,6 +179,9 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	if *f.interval < time.Second {
 		problems = append(problems, "--status-interval must be at least 1s")
 	}
+	if *f.grace < 0 {
+		problems = append(problems, "--health-grace-period must not be negative")
+	}
 	s := strings.ToUpper(strings.TrimSpace(*f.scheme))
 	if s != kms.SchemeHTTPS && s != kms.SchemeHTTP {
 		problems = append(problems, fmt.Sprintf("--scheme %q: want HTTPS or HTTP", *f.scheme))
@@ -178,7 +196,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	if slices.Contains(strings.Split(getenv("DEBUG"), ","), "sdk") {
 		problems = append(problems, "DEBUG contains \"sdk\", which makes the Alibaba Cloud SDK print data keys and credentials: unset it")
 	}
-	creds, credErr := kms.CredentialsFromLookup(getenv)
+	creds, credErr := alicloud.DefaultCredentials(alicloud.ChainOptions{Getenv: getenv})
 	if credErr != nil {
 		problems = append(problems, credErr.Error())
 	}
@@ -202,8 +220,10 @@ func parse(args []string, getenv func(string) string) (config, error) {
 // usage prints the flags.
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: rekey-kms-plugin --listen unix:///path.sock --key-id KEY --region REGION [flags]")
-	fmt.Fprintln(w, "A Kubernetes KMS v2 plugin backed by Alibaba Cloud KMS. Credentials: $"+kms.EnvAccessKeyID+", $"+
-		kms.EnvAccessKeySecret+", optional $"+kms.EnvSecurityToken+".")
+	fmt.Fprintln(w, "A Kubernetes KMS v2 plugin backed by Alibaba Cloud KMS. Credentials, first found: $"+alicloud.EnvAccessKeyID+
+		" and $"+alicloud.EnvAccessKeySecret+" (optional $"+alicloud.EnvSecurityToken+", not refreshed); RRSA $"+
+		alicloud.EnvRoleARN+", $"+alicloud.EnvOIDCProviderARN+" and $"+alicloud.EnvOIDCTokenFile+
+		"; the ECS instance's RAM role (off with $"+alicloud.EnvECSMetadataDisabled+"=true).")
 	fs, _ := newFlags()
 	fs.SetOutput(w)
 	fs.PrintDefaults()

@@ -17,10 +17,14 @@ import (
 	kmsv2 "k8s.io/kms/apis/v2"
 
 	"github.com/rekey-dev/rekey/infra/local/kmsapi"
+	"github.com/rekey-dev/rekey/shared/alicloud"
 	"github.com/rekey-dev/rekey/shared/kms"
+	"github.com/rekey-dev/rekey/shared/kmsplugin"
 )
 
 func TestMain(m *testing.M) {
+	// Tests talk to loopback only: the credentials chain must never reach the ECS metadata address.
+	os.Setenv(alicloud.EnvECSMetadataDisabled, "true")
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
@@ -45,7 +49,14 @@ func TestRunRejectsBadConfiguration(t *testing.T) {
 	}{
 		{"no flags", nil, goodEnv, []string{"missing --listen, --key-id, --region (or $ALIBABA_CLOUD_REGION_ID)"}},
 		{"no key id", []string{"--listen", "unix:///tmp/x.sock", "--region", "cn-hangzhou"}, goodEnv, []string{"missing --key-id"}},
-		{"no credentials", good, map[string]string{}, []string{kms.EnvAccessKeyID, kms.EnvAccessKeySecret}},
+		{"no credentials, ECS RAM role disabled", good, map[string]string{alicloud.EnvECSMetadataDisabled: "true"},
+			[]string{kms.EnvAccessKeyID, kms.EnvAccessKeySecret, alicloud.EnvRoleARN}},
+		{"half an access key", good, map[string]string{kms.EnvAccessKeyID: "LTAIx"}, []string{kms.EnvAccessKeySecret}},
+		{"half of RRSA", good, map[string]string{alicloud.EnvRoleARN: "acs:ram::1:role/r"},
+			[]string{alicloud.EnvOIDCProviderARN, alicloud.EnvOIDCTokenFile}},
+		{"negative grace period", with("--health-grace-period", "-1s"), goodEnv, []string{"--health-grace-period"}},
+		{"plain HTTP to a remote endpoint", with("--scheme", "HTTP", "--endpoint", "kms.example.com"), goodEnv,
+			[]string{"scheme HTTP with endpoint kms.example.com", "loopback"}},
 		{"sts without token", good, map[string]string{kms.EnvAccessKeyID: "STS.x", kms.EnvAccessKeySecret: "plugin-secret-value"},
 			[]string{kms.EnvSecurityToken}},
 		{"tcp listen", []string{"--listen", "tcp://127.0.0.1:1", "--key-id", "k", "--region", "cn-hangzhou"}, goodEnv,
@@ -89,7 +100,8 @@ func TestRunHelp(t *testing.T) {
 	if code := run(context.Background(), []string{"--help"}, envOf(nil), &stderr); code != exitOK {
 		t.Fatalf("--help exit code %d", code)
 	}
-	for _, f := range []string{"-listen", "-key-id", "-region", "-endpoint", "-vpc", "-scheme", "-timeout", "-status-interval", "-log-level"} {
+	for _, f := range []string{"-listen", "-key-id", "-region", "-endpoint", "-vpc", "-scheme", "-timeout", "-status-interval",
+		"-health-grace-period", "-log-level", "ALIBABA_CLOUD_OIDC_TOKEN_FILE"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Fatalf("usage lacks %s:\n%s", f, stderr.String())
 		}
@@ -103,7 +115,8 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.socket != "/run/kms.sock" || cfg.kms.Region != "cn-shanghai" || cfg.kms.PublicEndpoint || cfg.kms.Endpoint != "" ||
-		cfg.kms.Scheme != kms.SchemeHTTPS || cfg.kms.CallTimeout != kms.DefaultCallTimeout || cfg.statusInterval != 10*time.Second {
+		cfg.kms.Scheme != kms.SchemeHTTPS || cfg.kms.CallTimeout != kms.DefaultCallTimeout || cfg.statusInterval != 10*time.Second ||
+		cfg.grace != kmsplugin.DefaultHealthGracePeriod || cfg.kms.Credentials.Source() != alicloud.SourceEnvAccessKey {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	c, err := kms.NewSDKClient(cfg.kms)
@@ -118,6 +131,34 @@ func TestParseDefaults(t *testing.T) {
 		envOf(map[string]string{kms.EnvAccessKeyID: "LTAIa", kms.EnvAccessKeySecret: "s3cret"}))
 	if err != nil || !cfg.kms.PublicEndpoint || cfg.kms.Region != "cn-beijing" {
 		t.Fatalf("--vpc=false: %+v, %v", cfg.kms, err)
+	}
+}
+
+func TestParseCredentialsChain(t *testing.T) {
+	// parse only selects a source; nothing here asks the metadata service.
+	t.Setenv(alicloud.EnvECSMetadataDisabled, "")
+	args := []string{"--listen", "unix:///run/kms.sock", "--key-id", "k", "--region", "cn-hangzhou"}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{kms.EnvAccessKeyID: "LTAIa", kms.EnvAccessKeySecret: "s3cret"}, alicloud.SourceEnvAccessKey},
+		{map[string]string{kms.EnvAccessKeyID: "STS.a", kms.EnvAccessKeySecret: "s3cret", kms.EnvSecurityToken: "t"}, alicloud.SourceEnvSTSToken},
+		{map[string]string{alicloud.EnvRoleARN: "acs:ram::1:role/r", alicloud.EnvOIDCProviderARN: "acs:ram::1:oidc-provider/p",
+			alicloud.EnvOIDCTokenFile: "/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token"}, alicloud.SourceOIDC},
+		{map[string]string{}, alicloud.SourceECSRAMRole},
+	} {
+		cfg, err := parse(args, envOf(tc.env))
+		if err != nil {
+			t.Fatalf("parse with %v: %v", tc.env, err)
+		}
+		if got := cfg.kms.Credentials.Source(); got != tc.want {
+			t.Fatalf("credentials source with %v = %q, want %q", tc.env, got, tc.want)
+		}
+	}
+	cfg, err := parse(append(args, "--health-grace-period", "0"), envOf(goodEnv))
+	if err != nil || cfg.grace >= 0 {
+		t.Fatalf("--health-grace-period 0: grace %v, %v; want none (negative)", cfg.grace, err)
 	}
 }
 

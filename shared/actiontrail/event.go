@@ -66,6 +66,14 @@ func (i Identity) RoleName() string {
 	return i.Session.SessionIssuer.UserName
 }
 
+// RAMUserName returns the RAM user's name when a RAM user made the call ("" otherwise).
+func (i Identity) RAMUserName() string {
+	if i.Type != "ram-user" {
+		return ""
+	}
+	return i.UserName
+}
+
 // Time parses EventTime.
 func (e Event) Time() (time.Time, error) {
 	t, err := time.Parse(time.RFC3339, e.EventTime)

@@ -3,7 +3,9 @@
 //
 // [Client] is the part of KMS rekey uses: DescribeKey, ListKeyVersions, Encrypt, Decrypt and
 // GenerateDataKey, with Go-named result structs and parsed dates. [SDKClient] implements it with the
-// official github.com/aliyun/alibaba-cloud-sdk-go services/kms client; package kmsfake holds an
+// official github.com/aliyun/alibaba-cloud-sdk-go services/kms requests, sent through
+// package alicloud (the SDK client construction shared with ActionTrail: endpoint, HTTPS-only
+// outside loopback, credentials chain, timeouts, sanitized errors); package kmsfake holds an
 // in-memory fake for unit tests of other packages.
 //
 // Every SDKClient call is bounded by a per-call timeout that also cancels the HTTP request (the SDK

@@ -6,13 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	sdkkms "github.com/aliyun/alibaba-cloud-sdk-go/services/kms"
 
+	"github.com/rekey-dev/rekey/shared/alicloud"
 	"github.com/rekey-dev/rekey/shared/retry"
 )
 
@@ -22,48 +21,18 @@ const (
 	listPageSize = 100
 	// maxListPages bounds ListKeyVersions against a server that never stops paging.
 	maxListPages = 1000
-	// maxIdleSDKClients bounds the SDK clients kept between calls.
-	maxIdleSDKClients = 16
 	// dataKeyBytes is the size of an AES_256 data key.
 	dataKeyBytes = 32
-	// userAgentName tags rekey's calls in ActionTrail's userAgent.
-	userAgentName = "rekey"
 )
 
-// SDKClient is the Client backed by the Alibaba Cloud SDK. It is safe for concurrent use.
-//
-// The SDK's *kms.Client is not: every call rewrites its http.Client timeout. SDKClient therefore
-// keeps a small pool of SDK clients, each used by one call at a time, all sharing one HTTP
-// transport. Each SDK client's transport is wrapped so that the call's context (with its
-// CallTimeout) governs the HTTP request, which the SDK itself cannot do.
+// SDKClient is the Client backed by the Alibaba Cloud SDK, through an alicloud.Client (one SDK
+// client construction for every product). It is safe for concurrent use.
 type SDKClient struct {
-	cfg   Config
-	base  http.RoundTripper
-	owned *http.Transport // the transport made here, closed by Close; nil if cfg.Transport was given
-	idle  chan *sdkConn
+	cfg Config
+	api *alicloud.Client
 }
 
 var _ Client = (*SDKClient)(nil)
-
-// sdkConn is one SDK client and its context-binding transport.
-type sdkConn struct {
-	client *sdkkms.Client
-	rt     *ctxTransport
-}
-
-// ctxTransport runs each request under the context of the call that owns the SDK client.
-type ctxTransport struct {
-	base http.RoundTripper
-	ctx  context.Context // set by the owning call, read in the same goroutine by RoundTrip
-}
-
-// RoundTrip implements http.RoundTripper.
-func (t *ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.ctx != nil {
-		r = r.WithContext(t.ctx)
-	}
-	return t.base.RoundTrip(r)
-}
 
 // NewSDKClient validates cfg (see Config for defaults) and returns a client. It makes no call.
 func NewSDKClient(cfg Config) (*SDKClient, error) {
@@ -71,26 +40,11 @@ func NewSDKClient(cfg Config) (*SDKClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &SDKClient{cfg: cfg, base: cfg.Transport, idle: make(chan *sdkConn, maxIdleSDKClients)}
-	if c.base == nil {
-		c.owned = &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: cfg.CallTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			ForceAttemptHTTP2:     true,
-			MaxIdleConns:          maxIdleSDKClients,
-			MaxIdleConnsPerHost:   maxIdleSDKClients,
-			IdleConnTimeout:       90 * time.Second,
-			TLSHandshakeTimeout:   cfg.CallTimeout,
-			ExpectContinueTimeout: time.Second,
-		}
-		c.base = c.owned
-	}
-	conn, err := c.newConn()
+	api, err := alicloud.New(cfg.sdkConfig())
 	if err != nil {
 		return nil, err
 	}
-	c.idle <- conn
-	return c, nil
+	return &SDKClient{cfg: cfg, api: api}, nil
 }
 
 // Endpoint is the KMS host[:port] the client calls.
@@ -99,90 +53,20 @@ func (c *SDKClient) Endpoint() string { return c.cfg.Endpoint }
 // Scheme is "HTTPS" or "HTTP".
 func (c *SDKClient) Scheme() string { return c.cfg.Scheme }
 
+// CredentialsSource says where the client's credentials come from (never the credentials).
+func (c *SDKClient) CredentialsSource() string { return c.api.CredentialsSource() }
+
 // Close releases idle connections. The client stays usable; later calls open new connections.
-func (c *SDKClient) Close() error {
-	if c.owned != nil {
-		c.owned.CloseIdleConnections()
-	} else if ci, ok := c.base.(interface{ CloseIdleConnections() }); ok {
-		ci.CloseIdleConnections()
-	}
-	return nil
-}
+func (c *SDKClient) Close() error { return c.api.Close() }
 
-func (c *SDKClient) newConn() (*sdkConn, error) {
-	cr := c.cfg.Credentials
-	var (
-		cl  *sdkkms.Client
-		err error
-	)
-	if cr.SecurityToken != "" {
-		cl, err = sdkkms.NewClientWithStsToken(c.cfg.Region, cr.AccessKeyID, cr.AccessKeySecret, cr.SecurityToken)
-	} else {
-		cl, err = sdkkms.NewClientWithAccessKey(c.cfg.Region, cr.AccessKeyID, cr.AccessKeySecret)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("new kms sdk client: %w", sanitize(err))
-	}
-	rt := &ctxTransport{base: c.base}
-	cl.SetTransport(rt)
-	cl.Domain = c.cfg.Endpoint
-	cl.GetConfig().WithScheme(c.cfg.Scheme)
-	// Tracing spans would be named after the request URI, which carries every parameter.
-	cl.SetCloseTrace(true)
-	cl.AppendUserAgent(userAgentName, "kms")
-	return &sdkConn{client: cl, rt: rt}, nil
-}
-
-func (c *SDKClient) acquire() (*sdkConn, error) {
-	select {
-	case conn := <-c.idle:
-		return conn, nil
-	default:
-		return c.newConn()
-	}
-}
-
-func (c *SDKClient) release(conn *sdkConn) {
-	conn.rt.ctx = nil
-	select {
-	case c.idle <- conn:
-	default:
-	}
-}
-
-// call runs one KMS operation through retry.Do. Each attempt gets its own SDK client, a context
-// bounded by CallTimeout, and request timeouts equal to what is left of that context. fn builds a
-// fresh request, passes it to prepare, and sends it. refs are redacted from server messages.
-func (c *SDKClient) call(ctx context.Context, op string, fn func(cl *sdkkms.Client, prepare func(requests.AcsRequest)) error, refs ...string) error {
+// call runs one KMS operation through retry.Do; each attempt is one alicloud.Client.Do, bounded by
+// CallTimeout. send builds a fresh request and response and sends them with do.
+func (c *SDKClient) call(ctx context.Context, op string, send func(ctx context.Context) error) error {
 	var notify retry.Notify
 	if c.cfg.OnRetry != nil {
 		notify = func(err error, wait time.Duration) { c.cfg.OnRetry(op, err, wait) }
 	}
-	return retry.Do(ctx, c.cfg.Retry, func(ctx context.Context) error {
-		callCtx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		defer cancel()
-		conn, err := c.acquire()
-		if err != nil {
-			return err
-		}
-		defer c.release(conn)
-		conn.rt.ctx = callCtx
-		prepare := func(r requests.AcsRequest) {
-			r.SetScheme(c.cfg.Scheme)
-			if dl, ok := callCtx.Deadline(); ok {
-				left := max(time.Until(dl), time.Millisecond)
-				r.SetReadTimeout(left)
-				r.SetConnectTimeout(left)
-			}
-		}
-		err = fn(conn.client, prepare)
-		if err != nil && callCtx.Err() != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
-			// The per-call timeout fired; make sure the error says so, so it is retried.
-			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, sanitize(err, refs...))
-			return err
-		}
-		return sanitize(err, refs...)
-	}, notify)
+	return retry.Do(ctx, c.cfg.Retry, send, notify)
 }
 
 // DescribeKey implements Client.
@@ -191,14 +75,12 @@ func (c *SDKClient) DescribeKey(ctx context.Context, keyID string) (KeyMetadata,
 		return KeyMetadata{}, errors.New("kms describe key: key ID is empty")
 	}
 	var resp *sdkkms.DescribeKeyResponse
-	err := c.call(ctx, "DescribeKey", func(cl *sdkkms.Client, prepare func(requests.AcsRequest)) error {
+	err := c.call(ctx, "DescribeKey", func(ctx context.Context) error {
 		req := sdkkms.CreateDescribeKeyRequest()
 		req.KeyId = keyID
-		prepare(req)
-		var err error
-		resp, err = cl.DescribeKey(req)
-		return err
-	}, keyID)
+		resp = sdkkms.CreateDescribeKeyResponse()
+		return c.api.Do(ctx, req, resp, keyID)
+	})
 	if err != nil {
 		return KeyMetadata{}, fmt.Errorf("kms describe key %s: %w", Redact(keyID), err)
 	}
@@ -233,16 +115,14 @@ func (c *SDKClient) ListKeyVersions(ctx context.Context, keyID string) ([]KeyVer
 	var out []KeyVersion
 	for page := 1; page <= maxListPages; page++ {
 		var resp *sdkkms.ListKeyVersionsResponse
-		err := c.call(ctx, "ListKeyVersions", func(cl *sdkkms.Client, prepare func(requests.AcsRequest)) error {
+		err := c.call(ctx, "ListKeyVersions", func(ctx context.Context) error {
 			req := sdkkms.CreateListKeyVersionsRequest()
 			req.KeyId = keyID
 			req.PageNumber = requests.NewInteger(page)
 			req.PageSize = requests.NewInteger(listPageSize)
-			prepare(req)
-			var err error
-			resp, err = cl.ListKeyVersions(req)
-			return err
-		}, keyID)
+			resp = sdkkms.CreateListKeyVersionsResponse()
+			return c.api.Do(ctx, req, resp, keyID)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("kms list key versions %s (page %d): %w", Redact(keyID), page, err)
 		}
@@ -270,16 +150,14 @@ func (c *SDKClient) Encrypt(ctx context.Context, keyID string, plaintext []byte,
 	}
 	encoded := base64.StdEncoding.EncodeToString(plaintext)
 	var resp *sdkkms.EncryptResponse
-	err = c.call(ctx, "Encrypt", func(cl *sdkkms.Client, prepare func(requests.AcsRequest)) error {
+	err = c.call(ctx, "Encrypt", func(ctx context.Context) error {
 		req := sdkkms.CreateEncryptRequest()
 		req.KeyId = keyID
 		req.Plaintext = encoded
 		req.EncryptionContext = ec
-		prepare(req)
-		var err error
-		resp, err = cl.Encrypt(req)
-		return err
-	}, keyID, encoded)
+		resp = sdkkms.CreateEncryptResponse()
+		return c.api.Do(ctx, req, resp, keyID, encoded)
+	})
 	if err != nil {
 		return EncryptResult{}, fmt.Errorf("kms encrypt with key %s: %w", Redact(keyID), err)
 	}
@@ -299,15 +177,13 @@ func (c *SDKClient) Decrypt(ctx context.Context, blob string, encCtx map[string]
 		return DecryptResult{}, fmt.Errorf("kms decrypt: %w", err)
 	}
 	var resp *sdkkms.DecryptResponse
-	err = c.call(ctx, "Decrypt", func(cl *sdkkms.Client, prepare func(requests.AcsRequest)) error {
+	err = c.call(ctx, "Decrypt", func(ctx context.Context) error {
 		req := sdkkms.CreateDecryptRequest()
 		req.CiphertextBlob = blob
 		req.EncryptionContext = ec
-		prepare(req)
-		var err error
-		resp, err = cl.Decrypt(req)
-		return err
-	}, blob)
+		resp = sdkkms.CreateDecryptResponse()
+		return c.api.Do(ctx, req, resp, blob)
+	})
 	if err != nil {
 		return DecryptResult{}, fmt.Errorf("kms decrypt: %w", err)
 	}
@@ -325,15 +201,13 @@ func (c *SDKClient) GenerateDataKey(ctx context.Context, keyID string) (DataKey,
 		return DataKey{}, errors.New("kms generate data key: key ID is empty")
 	}
 	var resp *sdkkms.GenerateDataKeyResponse
-	err := c.call(ctx, "GenerateDataKey", func(cl *sdkkms.Client, prepare func(requests.AcsRequest)) error {
+	err := c.call(ctx, "GenerateDataKey", func(ctx context.Context) error {
 		req := sdkkms.CreateGenerateDataKeyRequest()
 		req.KeyId = keyID
 		req.KeySpec = "AES_256"
-		prepare(req)
-		var err error
-		resp, err = cl.GenerateDataKey(req)
-		return err
-	}, keyID)
+		resp = sdkkms.CreateGenerateDataKeyResponse()
+		return c.api.Do(ctx, req, resp, keyID)
+	})
 	if err != nil {
 		return DataKey{}, fmt.Errorf("kms generate data key with key %s: %w", Redact(keyID), err)
 	}

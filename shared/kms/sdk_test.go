@@ -304,7 +304,9 @@ func TestErrorsNeverCarrySecrets(t *testing.T) {
 	forbidden := append(secrets(stsCred), encoded, e.keyID)
 
 	t.Run("signature mismatch echoes the string to sign", func(t *testing.T) {
-		c := e.client(t, stsCred, func(cfg *kms.Config) { cfg.Credentials.AccessKeySecret = "wrong-secret" })
+		c := e.client(t, stsCred, func(cfg *kms.Config) {
+			cfg.Credentials = kms.Credentials{AccessKeyID: stsCred.AccessKeyID, AccessKeySecret: "wrong-secret", SecurityToken: stsCred.SecurityToken}
+		})
 		_, err := c.Encrypt(context.Background(), e.keyID, plain, nil)
 		if kms.ErrorCode(err) != kmsapi.CodeSignatureDoesNotMatch {
 			t.Fatalf("err = %v, want SignatureDoesNotMatch", err)

@@ -23,8 +23,11 @@ const (
 	AnnotationKeyID = "key-id.kms.alibabacloud.com"
 	// HealthzOK is the healthz of a usable key.
 	HealthzOK = "ok"
-	// MaxCiphertextBytes is the KMS v2 bound on a ciphertext (and on a key_id): 1 kB.
+	// MaxCiphertextBytes is the KMS v2 bound on a ciphertext (the API server's
+	// encryptedDEKSourceMaxSize): 1024 bytes are accepted, 1025 refused.
 	MaxCiphertextBytes = 1024
+	// MaxKeyIDBytes is the KMS v2 bound on a key_id (the API server's KeyIDMaxSize).
+	MaxKeyIDBytes = 1024
 	// apiVersion is the KMS plugin API version reported by Status.
 	apiVersion = "v2"
 )
@@ -35,6 +38,11 @@ const (
 	DefaultStatusInterval = 10 * time.Second
 	// DefaultRefreshTimeout bounds one refresh.
 	DefaultRefreshTimeout = 5 * time.Second
+	// DefaultHealthGracePeriod is how long Status keeps reporting "ok" while KMS is unreachable,
+	// counted from the last successful KMS call. Every API server polls Status (every 10 s while
+	// unhealthy) and fails its readyz on a bad answer: without a grace period a short KMS blip
+	// takes every API server out of its load balancer at once.
+	DefaultHealthGracePeriod = 45 * time.Second
 )
 
 // ServiceOptions are a Service's optional knobs.
@@ -44,7 +52,13 @@ type ServiceOptions struct {
 	StatusInterval time.Duration
 	// RefreshTimeout bounds one refresh, retries included (default DefaultRefreshTimeout).
 	RefreshTimeout time.Duration
-	// Clock drives the refresh ticker and cache ages (default the real clock); tests pass a fake.
+	// HealthGracePeriod is how long after the last successful KMS call Status keeps reporting
+	// "ok" while KMS is unreachable (transport faults, timeouts, throttling, 5xx) (default
+	// DefaultHealthGracePeriod; negative: report at once). Definite problems (key disabled,
+	// pending deletion or not found, access denied) are reported at once.
+	HealthGracePeriod time.Duration
+	// Clock drives the refresh ticker, cache ages and the grace period (default the real clock);
+	// tests pass a fake.
 	Clock clock.WithTicker
 	// EncryptionContext, when set, is sent with every Encrypt and Decrypt. It binds the plugin's
 	// ciphertexts to it: it must never change while data encrypted under it exists.
@@ -71,10 +85,16 @@ var _ service.Service = (*Service)(nil)
 
 // status is the cached answer to Status.
 type status struct {
-	keyVersion string    // last known primary key version ("" until one is known)
-	versionSeq uint64    // seq of the call that reported keyVersion
-	healthz    string    // HealthzOK or the problem ("" until the first refresh)
-	checked    time.Time // when the last refresh finished
+	keyVersion  string    // last known primary key version ("" until one is known)
+	versionSeq  uint64    // seq of the call that reported keyVersion
+	healthz     string    // HealthzOK or the problem ("" until the first refresh)
+	checked     time.Time // when the last refresh finished
+	lastSuccess time.Time // when a KMS call last succeeded (zero: never)
+	// unreachable is the problem of the last refresh while KMS is unreachable and healthz is
+	// still HealthzOK: Status reports it once the grace period after lastSuccess is over.
+	unreachable string
+	// graceOver is set once Status has reported unreachable (logged once).
+	graceOver bool
 }
 
 // NewService returns a Service for keyID (a key ID, alias or ARN) that calls KMS through client.
@@ -87,6 +107,9 @@ func NewService(client kms.Client, keyID string, opts ServiceOptions) (*Service,
 	}
 	if opts.StatusInterval < 0 || opts.RefreshTimeout < 0 {
 		return nil, errors.New("kms plugin: intervals must not be negative")
+	}
+	if opts.HealthGracePeriod == 0 {
+		opts.HealthGracePeriod = DefaultHealthGracePeriod
 	}
 	if opts.StatusInterval == 0 {
 		opts.StatusInterval = DefaultStatusInterval
@@ -145,11 +168,14 @@ func (s *Service) Refresh(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	before := s.current.healthz
-	s.current.checked = s.opts.Clock.Now()
+	now := s.opts.Clock.Now()
+	s.current.checked = now
 	var problem error
+	transient := false
 	switch {
 	case err != nil:
 		problem = fmt.Errorf("%s: %w", describeFailure(err), err)
+		transient = retry.Classify(err) == retry.Retriable
 	case md.State != kms.KeyStateEnabled:
 		msg := fmt.Sprintf("kms key %s is %s: encrypt and decrypt are refused", kms.Redact(s.keyID), md.State)
 		if md.State == kms.KeyStatePendingDeletion && !md.DeleteDate.IsZero() {
@@ -162,18 +188,60 @@ func (s *Service) Refresh(ctx context.Context) error {
 		s.observeVersionLocked(md.PrimaryKeyVersion, seq, "describe key")
 	}
 	if problem != nil {
-		s.current.healthz = problem.Error()
+		if transient && before == HealthzOK && s.withinGraceLocked(now) {
+			// A blip: keep answering ok until the grace period is over (Status decides).
+			if s.current.unreachable == "" {
+				s.log.Warn().Str("problem", problem.Error()).Dur("grace_period", s.opts.HealthGracePeriod).
+					Msg("kms unreachable; status stays ok during the grace period")
+			}
+			s.current.unreachable = problem.Error()
+			return problem
+		}
+		s.current.healthz, s.current.unreachable, s.current.graceOver = problem.Error(), "", false
 		if s.current.healthz != before {
 			s.log.Warn().Str("healthz", s.current.healthz).Str("key_version", kms.Redact(s.current.keyVersion)).
 				Msg("kms key is not usable")
 		}
 		return problem
 	}
-	s.current.healthz = HealthzOK
-	if before != HealthzOK {
+	s.current.lastSuccess = now
+	wasDown := before != HealthzOK || s.current.graceOver
+	s.current.healthz, s.current.unreachable, s.current.graceOver = HealthzOK, "", false
+	if wasDown {
 		s.log.Info().Str("key_version", kms.Redact(s.current.keyVersion)).Msg("kms key is usable")
 	}
 	return nil
+}
+
+// withinGraceLocked reports whether now is within the grace period after the last successful
+// KMS call. s.mu must be held.
+func (s *Service) withinGraceLocked(now time.Time) bool {
+	return s.opts.HealthGracePeriod > 0 && !s.current.lastSuccess.IsZero() &&
+		now.Sub(s.current.lastSuccess) <= s.opts.HealthGracePeriod
+}
+
+// healthzLocked is the healthz to report now: the cached one, or the unreachable problem once
+// the grace period is over. s.mu must be held.
+func (s *Service) healthzLocked(now time.Time) string {
+	if s.current.unreachable == "" {
+		return s.current.healthz
+	}
+	if s.withinGraceLocked(now) {
+		return HealthzOK
+	}
+	if !s.current.graceOver {
+		s.current.graceOver = true
+		s.log.Warn().Str("healthz", s.current.unreachable).Dur("grace_period", s.opts.HealthGracePeriod).
+			Msg("kms still unreachable after the grace period: status reports it")
+	}
+	return s.current.unreachable
+}
+
+// succeeded records a successful KMS call (Encrypt, Decrypt): proof that KMS is reachable.
+func (s *Service) succeeded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.current.lastSuccess = s.opts.Clock.Now()
 }
 
 // describeFailure names the kind of DescribeKey failure for healthz.
@@ -216,15 +284,18 @@ func (s *Service) snapshot() status {
 
 // Status implements service.Service. It answers from the cache; only when the cache was never
 // filled, or is much older than StatusInterval (Watch is not running), does it call KMS, within
-// ctx. It never returns an error: problems are reported in Healthz.
+// ctx. It never returns an error: problems are reported in Healthz, KMS being unreachable only
+// once HealthGracePeriod has passed since the last successful KMS call.
 func (s *Service) Status(ctx context.Context) (*service.StatusResponse, error) {
 	st := s.snapshot()
 	stale := st.checked.IsZero() || s.opts.Clock.Since(st.checked) > 2*s.opts.StatusInterval+s.opts.RefreshTimeout
 	if stale {
 		_ = s.Refresh(ctx)
-		st = s.snapshot()
 	}
-	healthz := st.healthz
+	s.mu.Lock()
+	healthz := s.healthzLocked(s.opts.Clock.Now())
+	st = s.current
+	s.mu.Unlock()
 	if healthz == "" {
 		healthz = "kms key status unknown: the first DescribeKey has not completed"
 	}
@@ -244,14 +315,19 @@ func (s *Service) Encrypt(ctx context.Context, uid string, data []byte) (*servic
 		s.log.Warn().Str("op", "encrypt").Str("uid", uid).Err(err).Msg("kms encrypt failed")
 		return nil, fmt.Errorf("kms plugin encrypt (uid %s): %w", uid, err)
 	}
+	s.mu.Lock()
+	s.current.lastSuccess = s.opts.Clock.Now()
+	s.observeVersionLocked(res.KeyVersionID, seq, "encrypt")
+	s.mu.Unlock()
 	ciphertext := []byte(res.CiphertextBlob)
-	if len(ciphertext) >= MaxCiphertextBytes {
+	if len(ciphertext) > MaxCiphertextBytes {
 		return nil, fmt.Errorf("kms plugin encrypt (uid %s): ciphertext is %d bytes, the KMS v2 limit is %d",
 			uid, len(ciphertext), MaxCiphertextBytes)
 	}
-	s.mu.Lock()
-	s.observeVersionLocked(res.KeyVersionID, seq, "encrypt")
-	s.mu.Unlock()
+	if len(res.KeyVersionID) > MaxKeyIDBytes {
+		return nil, fmt.Errorf("kms plugin encrypt (uid %s): key version ID is %d bytes, the KMS v2 key_id limit is %d",
+			uid, len(res.KeyVersionID), MaxKeyIDBytes)
+	}
 	s.log.Debug().Str("op", "encrypt").Str("uid", uid).Str("key_version", kms.Redact(res.KeyVersionID)).
 		Dur("took", s.opts.Clock.Since(start)).Msg("encrypted DEK")
 	return &service.EncryptResponse{
@@ -270,6 +346,10 @@ func (s *Service) Decrypt(ctx context.Context, uid string, req *service.DecryptR
 	if req.KeyID == "" {
 		return nil, fmt.Errorf("kms plugin decrypt (uid %s): key_id is empty", uid)
 	}
+	if len(req.Ciphertext) > MaxCiphertextBytes {
+		return nil, fmt.Errorf("kms plugin decrypt (uid %s): ciphertext is %d bytes, the KMS v2 limit is %d",
+			uid, len(req.Ciphertext), MaxCiphertextBytes)
+	}
 	start := s.opts.Clock.Now()
 	res, err := s.client.Decrypt(ctx, string(req.Ciphertext), s.opts.EncryptionContext)
 	if err != nil {
@@ -277,6 +357,7 @@ func (s *Service) Decrypt(ctx context.Context, uid string, req *service.DecryptR
 			Msg("kms decrypt failed")
 		return nil, fmt.Errorf("kms plugin decrypt (uid %s): %w", uid, err)
 	}
+	s.succeeded()
 	if res.KeyVersionID != req.KeyID {
 		s.log.Warn().Str("op", "decrypt").Str("uid", uid).Str("key_version", kms.Redact(req.KeyID)).
 			Str("blob_key_version", kms.Redact(res.KeyVersionID)).Msg("ciphertext and key_id disagree")

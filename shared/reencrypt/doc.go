@@ -14,5 +14,10 @@
 //     KMS v1 clusters, where values carry no key ID and a no-op write rewrites nothing.
 //
 // Outcomes are counted per resource in a [Summary]. Transient API errors are retried with backoff
-// (package retry); missing permissions stop the run at once.
+// (package retry); missing permissions (RBAC) stop the run at once, while a denial by an admission
+// webhook or policy fails only the object it names. A run that stops early is not Complete, and
+// the objects it listed but left without an outcome are counted NotAttempted, never failed or
+// done. A patch whose answer was lost but which was applied is counted Rewritten (see process).
+// Continue tokens that expire with etcd compaction are followed or, failing that, the list starts
+// again from the top and skips what it already handed on, so no object is counted twice.
 package reencrypt

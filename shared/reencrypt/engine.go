@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/metadata"
+	"k8s.io/utils/clock"
 
 	"github.com/rekey-dev/rekey/shared/retry"
 )
@@ -66,8 +68,16 @@ type Options struct {
 	FieldManager string
 	// MaxFailures bounds the failed objects named in the Summary (default DefaultMaxFailures).
 	MaxFailures int
-	// Clock returns the current time (default time.Now).
-	Clock func() time.Time
+	// Clock tells the time for the summary and the Annotate timestamp (default clock.RealClock).
+	Clock clock.PassiveClock
+	// AccessCheck, when set, is asked after a patch is answered 403 whether the identity may patch
+	// the resource in that namespace (a SelfSubjectAccessReview: see [SelfSubjectAccessReview]).
+	// Allowed means authorization passed and an admission webhook or policy denied this one object:
+	// the object fails with the server's message and the run goes on. Not allowed stops the run
+	// with a *PermissionError. Answers are cached per verb, resource and namespace for one Run.
+	// Without it (or when it errors) the server's message decides: the authorizer's "cannot
+	// <verb> resource" stops the run, an admission denial fails the object.
+	AccessCheck AccessCheck
 	// Logger receives structured events naming objects by namespace/name only (default: disabled).
 	Logger *zerolog.Logger
 	// OnListed is called once per listed scope (a namespace, or all of them) with the server's
@@ -119,7 +129,7 @@ func New(client metadata.Interface, opts Options) (*Engine, error) {
 		opts.MaxFailures = DefaultMaxFailures
 	}
 	if opts.Clock == nil {
-		opts.Clock = time.Now
+		opts.Clock = clock.RealClock{}
 	}
 	log := zerolog.Nop()
 	if opts.Logger != nil {
@@ -165,16 +175,19 @@ type run struct {
 	conflicts atomic.Int64
 	failures  *failureLog
 	rotation  time.Time
+	access    accessCache
 }
 
 // Run processes every target in turn and returns the summary. The error is non-nil when the run
 // could not finish (a permission is missing, listing failed for good, ctx ended); the summary then
-// holds what was done so far. Objects that failed individually are counted, not returned as error.
+// holds what was done so far, is not Complete, and counts the objects listed but left without an
+// outcome as NotAttempted. Objects that failed individually are counted, not returned as error.
 func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	r := &run{Engine: e, ctx: ctx, fail: cancel, failures: &failureLog{max: e.opts.MaxFailures}, rotation: e.opts.Clock()}
-	s := Summary{Strategy: e.opts.Strategy, DryRun: e.opts.DryRun, StartedAt: r.rotation}
+	start := e.opts.Clock.Now()
+	r := &run{Engine: e, ctx: ctx, fail: cancel, failures: &failureLog{max: e.opts.MaxFailures}, rotation: start}
+	s := Summary{Strategy: e.opts.Strategy, DryRun: e.opts.DryRun, StartedAt: start}
 	var err error
 	for _, t := range e.opts.Targets {
 		var rs ResourceSummary
@@ -184,12 +197,17 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 			break
 		}
 	}
+	s.Complete = err == nil
+	if err != nil {
+		s.StopReason = err.Error()
+	}
 	s.Retries, s.Conflicts = r.retries.Load(), r.conflicts.Load()
 	s.Failures, s.FailuresOmitted = r.failures.list, r.failures.omitted
-	s.finish(e.opts.Clock())
-	e.log.Info().Str("strategy", string(s.Strategy)).Bool("dryRun", s.DryRun).Int64("listed", s.Total.Listed).
+	s.finish(e.opts.Clock.Now())
+	e.log.Info().Str("strategy", string(s.Strategy)).Bool("dryRun", s.DryRun).Bool("complete", s.Complete).Int64("listed", s.Total.Listed).
 		Int64("rewritten", s.Total.Rewritten).Int64("current", s.Total.Current).Int64("deleted", s.Total.Deleted).
-		Int64("failed", s.Total.Failed).Int64("retries", s.Retries).Float64("seconds", s.DurationSeconds).Msg("run finished")
+		Int64("failed", s.Total.Failed).Int64("notAttempted", s.Total.NotAttempted).Int64("retries", s.Retries).
+		Float64("seconds", s.DurationSeconds).Msg("run finished")
 	return s, err
 }
 
@@ -218,7 +236,11 @@ func (r *run) target(t Target) (ResourceSummary, error) {
 	if listErr != nil {
 		return rs, listErr
 	}
-	if cause := context.Cause(r.ctx); cause != nil {
+	// The run's context ended: this target is incomplete if an object was left without an
+	// outcome, or if a worker stopped the run (a missing permission). A context that ended
+	// after the last object reached its outcome took nothing away.
+	var pe *PermissionError
+	if cause := context.Cause(r.ctx); cause != nil && (rs.NotAttempted > 0 || errors.As(cause, &pe)) {
 		return rs, cause
 	}
 	return rs, nil
@@ -252,8 +274,18 @@ func (r *run) list(t Target, items chan<- item, tl *tally) error {
 }
 
 // listScope lists one namespace (or all) page by page.
+//
+// A continue token dies with etcd's compaction (every 5 minutes by default), so a long scope can
+// lose it at every page. The server then offers a token that continues after the last key without
+// a consistent snapshot, and rekey takes it; the restart cap (maxListRestarts) counts expiries in a
+// row without progress, and resets after every page that handed on a new object. When the server
+// offers no such token the list starts again from the top, and the objects already handed on are
+// skipped: list results come in storage-key order (etcd3 and the watch cache both return a
+// resource's objects sorted by namespace/name), so remembering the last key handed on is enough,
+// whatever the size of the scope.
 func (r *run) listScope(t Target, ns string, opts metav1.ListOptions, items chan<- item, tl *tally) error {
 	api := r.client.Resource(t.GVR).Namespace(ns)
+	var last, skipTo string // last key handed on; after a restart from the top, skip up to this key
 	restarts, pages := 0, 0
 	for {
 		var page *metav1.PartialObjectMetadataList
@@ -265,12 +297,13 @@ func (r *run) listScope(t Target, ns string, opts metav1.ListOptions, items chan
 			return err
 		}, r.notifyRetry("list", t.Name, ns, ""))
 		if err != nil && apierrors.IsResourceExpired(err) && restarts < maxListRestarts {
-			// The continue token outlived etcd's compaction. The server offers a token that
-			// continues without a consistent snapshot; without one, start over (a second patch of an
-			// object is a no-op, so processing some objects twice is harmless).
 			restarts++
 			opts.Continue = inconsistentContinue(err)
-			r.log.Warn().Str("resource", t.Name).Str("namespace", ns).Bool("fromTop", opts.Continue == "").Msg("list continue token expired; continuing")
+			if opts.Continue == "" {
+				skipTo = last
+			}
+			r.log.Warn().Str("resource", t.Name).Str("namespace", ns).Bool("fromTop", opts.Continue == "").
+				Int("restart", restarts).Msg("list continue token expired; continuing")
 			continue
 		}
 		if err != nil {
@@ -298,6 +331,18 @@ func (r *run) listScope(t Target, ns string, opts metav1.ListOptions, items chan
 		pages++
 		for i := range page.Items {
 			m := &page.Items[i]
+			key := m.Namespace + "/" + m.Name
+			if skipTo != "" {
+				if key <= skipTo {
+					continue // handed on before the restart
+				}
+				skipTo = ""
+			}
+			if last != "" && key <= last {
+				r.log.Warn().Str("resource", t.Name).Str("namespace", m.Namespace).Str("name", m.Name).
+					Msg("list returned an object out of key order; a restart from the top may count it twice")
+			}
+			last, restarts = key, 0
 			tl.listed.Add(1)
 			if r.opts.DryRun {
 				if r.opts.OnObject != nil {
@@ -308,6 +353,10 @@ func (r *run) listScope(t Target, ns string, opts metav1.ListOptions, items chan
 			select {
 			case items <- item{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion}:
 			case <-r.ctx.Done():
+				// This object and the rest of the page were listed and will never be patched.
+				rest := int64(len(page.Items) - i - 1)
+				tl.listed.Add(rest)
+				tl.notAttempted.Add(rest + 1)
 				return context.Cause(r.ctx)
 			}
 		}
@@ -334,12 +383,20 @@ func scopeName(ns string) string {
 }
 
 // process brings one object to an outcome.
+//
+// Rewritten is counted when the object was stored again during this run: the patch answered with
+// a new resourceVersion, or an earlier attempt whose answer was lost (a reset connection, a
+// timeout, a 5xx) may have been applied and the object's resourceVersion is no longer the listed
+// one. In that second case the write was rekey's or a concurrent writer's; the two cannot be told
+// apart, and either stored the object under the current key. A definite 409 (nothing of ours was
+// applied) followed by a no-op patch is Current, as before.
 func (r *run) process(t Target, it item) Outcome {
 	if r.ctx.Err() != nil {
-		return Failed
+		return NotAttempted
 	}
 	api := r.client.Resource(t.GVR).Namespace(it.namespace)
 	rv := it.resourceVersion
+	mayHaveApplied := false
 	for round := 0; ; round++ {
 		body, err := patchBody(r.opts.Strategy, rv, r.rotation)
 		if err != nil {
@@ -351,12 +408,15 @@ func (r *run) process(t Target, it item) Outcome {
 			defer cancel()
 			var err error
 			out, err = api.Patch(ctx, it.name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: r.opts.FieldManager})
+			if unanswered(err) {
+				mayHaveApplied = true
+			}
 			return err
 		}, r.notifyRetry("patch", t.Name, it.namespace, it.name))
 		switch retry.Classify(err) {
 		case retry.OK:
 			o := Current
-			if out.ResourceVersion != rv {
+			if out.ResourceVersion != rv || (mayHaveApplied && out.ResourceVersion != it.resourceVersion) {
 				o = Rewritten
 			}
 			r.log.Debug().Str("resource", t.Name).Str("namespace", it.namespace).Str("name", it.name).Str("outcome", string(o)).Msg("object processed")
@@ -364,10 +424,7 @@ func (r *run) process(t Target, it item) Outcome {
 		case retry.NotFound:
 			return Deleted
 		case retry.Denied:
-			if r.ctx.Err() == nil {
-				r.fail(&PermissionError{Verb: "patch", Resource: t.Name, Namespace: it.namespace, Err: err})
-			}
-			return Failed
+			return r.denied(t, it, "patch", err)
 		case retry.Conflict:
 			r.conflicts.Add(1)
 			if round >= r.opts.ConflictRetries {
@@ -383,17 +440,73 @@ func (r *run) process(t Target, it item) Outcome {
 				return Deleted
 			case retry.Denied:
 				r.fail(&PermissionError{Verb: "get", Resource: t.Name, Namespace: it.namespace, Err: gerr})
-				return Failed
+				return r.failed(t, it, fmt.Errorf("re-read after conflict: %w", gerr))
 			default:
+				if r.ctx.Err() != nil {
+					return NotAttempted
+				}
 				return r.failed(t, it, fmt.Errorf("re-read after conflict: %w", gerr))
 			}
 		default:
 			if r.ctx.Err() != nil {
-				return Failed
+				return NotAttempted
 			}
 			return r.failed(t, it, err)
 		}
 	}
+}
+
+// unanswered reports whether a failed patch may still have been applied: its answer was lost or
+// was an error the server can return after writing (timeouts, 5xx). A 429 is refused before the
+// request is handled.
+func unanswered(err error) bool {
+	return retry.Classify(err) == retry.Retriable && !apierrors.IsTooManyRequests(err)
+}
+
+// denied handles a 401/403 answer to a patch. An authorization denial stops the run with a
+// *PermissionError; a denial by an admission webhook or policy (authorization passed) fails this
+// object only, with the server's message.
+func (r *run) denied(t Target, it item, verb string, err error) Outcome {
+	if !apierrors.IsUnauthorized(err) && r.admissionDenied(t, verb, it.namespace, err) {
+		return r.failed(t, it, fmt.Errorf("%s denied by admission: %w", verb, err))
+	}
+	pe := &PermissionError{Verb: verb, Resource: t.Name, Namespace: it.namespace, Err: err}
+	r.fail(pe)
+	return r.failed(t, it, pe)
+}
+
+// admissionDenied tells an admission denial from an authorization one: by asking AccessCheck when
+// it is set, else (or when it fails) from the message.
+func (r *run) admissionDenied(t Target, verb, ns string, err error) bool {
+	if r.opts.AccessCheck != nil {
+		allowed, cerr := r.access.check(r.ctx, r.opts.AccessCheck, r.opts.CallTimeout, verb, t.GVR, ns)
+		if cerr == nil {
+			return allowed
+		}
+		r.log.Warn().Str("verb", verb).Str("resource", t.Name).Str("namespace", ns).Err(cerr).
+			Msg("access check after a denial failed; deciding from the server's message")
+	}
+	return admissionMessage(verb, err)
+}
+
+// admissionMessage reads a 403: the authorizer always says `cannot <verb> resource`; admission
+// denials name the object (`... is forbidden: ...`) or the webhook or policy that denied it. A
+// message that is neither is treated as an authorization denial, which stops the run.
+func admissionMessage(verb string, err error) bool {
+	msg := err.Error()
+	var s apierrors.APIStatus
+	if errors.As(err, &s) {
+		msg = s.Status().Message
+	}
+	if strings.Contains(msg, "cannot "+verb+" resource") {
+		return false
+	}
+	for _, m := range []string{"admission webhook", "denied request", "denied the request", " is forbidden: "} {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // reread fetches the object's current resourceVersion after a conflict.

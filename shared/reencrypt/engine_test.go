@@ -13,6 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/rekey-dev/rekey/shared/retry"
 )
@@ -27,7 +28,6 @@ func (t *instantTimer) Stop()               {}
 func fastRetry() retry.Policy {
 	return retry.Policy{MaxAttempts: 4, Timer: &instantTimer{c: make(chan time.Time, 1)}}
 }
-func fixedClock(t time.Time) func() time.Time { return func() time.Time { return t } }
 
 func newEngine(t *testing.T, f *fakeAPI, mutate func(*Options)) *Engine {
 	t.Helper()
@@ -83,7 +83,7 @@ func TestAnnotateWritesEveryObjectOnce(t *testing.T) {
 		f.stale[k] = false // KMS v1: nothing is ever stale
 	}
 	at := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
-	e := newEngine(t, f, func(o *Options) { o.Strategy = Annotate; o.Clock = fixedClock(at) })
+	e := newEngine(t, f, func(o *Options) { o.Strategy = Annotate; o.Clock = clocktesting.NewFakePassiveClock(at) })
 	if s := runOK(t, e); s.Total.Rewritten != 20 {
 		t.Fatalf("rewritten = %d, want 20", s.Total.Rewritten)
 	}
@@ -209,10 +209,14 @@ func TestForbiddenStopsTheRun(t *testing.T) {
 		return false
 	}
 	e := newEngine(t, f, nil)
-	_, err := e.Run(context.Background())
+	s, err := e.Run(context.Background())
 	var pe *PermissionError
 	if !errors.As(err, &pe) || pe.Verb != "patch" || pe.Resource != "secrets" {
 		t.Fatalf("err = %v, want a PermissionError for patch secrets", err)
+	}
+	if s.Complete || s.OK() || s.StopReason == "" || s.Total.Listed != s.Total.Done()+s.Total.NotAttempted || s.Total.Rewritten != 0 {
+		t.Fatalf("summary after a permission stop: complete=%v ok=%v reason=%q %+v; want incomplete, listed == done + notAttempted",
+			s.Complete, s.OK(), s.StopReason, s.Total)
 	}
 	if !strings.Contains(err.Error(), `needs "patch" on "secrets"`) {
 		t.Fatalf("message does not name the permission: %v", err)
@@ -367,7 +371,19 @@ func TestSummaryArithmetic(t *testing.T) {
 		t.Fatalf("duration=%v rate=%v ok=%v", s.DurationSeconds, s.ObjectsPerSecond, s.OK())
 	}
 	b, err := json.Marshal(s)
-	if err != nil || !strings.Contains(string(b), `"rewritten":16`) {
+	if err != nil || !strings.Contains(string(b), `"rewritten":16`) || !strings.Contains(string(b), `"notAttempted":0`) || !strings.Contains(string(b), `"complete":false`) {
 		t.Fatalf("json = %s, %v", b, err)
+	}
+	ok := Summary{Complete: true, Total: Counts{Listed: 3, Rewritten: 3}}
+	if !ok.OK() {
+		t.Fatal("a complete run with no failures must be OK")
+	}
+	ok.Complete = false
+	if ok.OK() {
+		t.Fatal("an incomplete run must not be OK")
+	}
+	ok.Complete, ok.Total.NotAttempted = true, 1
+	if ok.OK() {
+		t.Fatal("a run with objects not attempted must not be OK")
 	}
 }

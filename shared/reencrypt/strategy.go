@@ -66,7 +66,9 @@ func patchBody(s Strategy, resourceVersion string, rotationTime time.Time) ([]by
 	case Rewrite:
 		m.ResourceVersion = resourceVersion
 	case Annotate:
-		m.Annotations = map[string]string{RotationAnnotation: rotationTime.UTC().Format(time.RFC3339)}
+		// Nanoseconds: two runs in the same second must still change every object, or the second
+		// (say, right after another rotation) writes nothing and, on KMS v1, re-encrypts nothing.
+		m.Annotations = map[string]string{RotationAnnotation: rotationTime.UTC().Format(time.RFC3339Nano)}
 	default:
 		return nil, fmt.Errorf("build patch: strategy %q is not concrete", s)
 	}

@@ -19,6 +19,9 @@ const (
 	Deleted Outcome = "deleted"
 	// Failed means the object could not be processed; see Failure.
 	Failed Outcome = "failed"
+	// NotAttempted means the object was listed but the run stopped (ctx ended, a deadline, a
+	// permission error) before it reached an outcome. A later run finishes it.
+	NotAttempted Outcome = "notAttempted"
 	// Listed is the outcome of every object in a dry run.
 	Listed Outcome = "listed"
 )
@@ -30,9 +33,12 @@ type Counts struct {
 	Current   int64 `json:"current"`
 	Deleted   int64 `json:"deleted"`
 	Failed    int64 `json:"failed"`
+	// NotAttempted counts objects listed but left without an outcome when the run stopped.
+	NotAttempted int64 `json:"notAttempted"`
 }
 
-// Done is the number of objects that reached an outcome (all but Listed).
+// Done is the number of objects that reached an outcome: rewritten, current, deleted or failed.
+// After a run that was not a dry run, Listed == Done() + NotAttempted.
 func (c Counts) Done() int64 { return c.Rewritten + c.Current + c.Deleted + c.Failed }
 
 func (c *Counts) add(o Counts) {
@@ -41,6 +47,7 @@ func (c *Counts) add(o Counts) {
 	c.Current += o.Current
 	c.Deleted += o.Deleted
 	c.Failed += o.Failed
+	c.NotAttempted += o.NotAttempted
 }
 
 // ResourceSummary is the outcome of one resource type.
@@ -60,10 +67,15 @@ type Failure struct {
 
 // Summary is the result of one run. It is JSON-serialisable.
 type Summary struct {
-	Strategy  Strategy          `json:"strategy"`
-	DryRun    bool              `json:"dryRun"`
-	Resources []ResourceSummary `json:"resources"`
-	Total     Counts            `json:"total"`
+	Strategy Strategy `json:"strategy"`
+	DryRun   bool     `json:"dryRun"`
+	// Complete is true when every target was listed to the end and every listed object reached an
+	// outcome; false when the run stopped early (see StopReason and Counts.NotAttempted).
+	Complete bool `json:"complete"`
+	// StopReason says why an incomplete run stopped.
+	StopReason string            `json:"stopReason,omitempty"`
+	Resources  []ResourceSummary `json:"resources"`
+	Total      Counts            `json:"total"`
 	// Retries counts retried API calls (throttling, server errors, timeouts) and conflict re-reads.
 	Retries int64 `json:"retries"`
 	// Conflicts counts 409 responses (a concurrent writer changed the object first).
@@ -77,12 +89,14 @@ type Summary struct {
 	FailuresOmitted int64 `json:"failuresOmitted,omitempty"`
 }
 
-// OK reports whether every object ended rewritten, current or deleted.
-func (s Summary) OK() bool { return s.Total.Failed == 0 }
+// OK reports whether the run was complete and every object ended rewritten, current or deleted.
+func (s Summary) OK() bool {
+	return s.Complete && s.Total.Failed == 0 && s.Total.NotAttempted == 0
+}
 
 // tally collects counts from concurrent workers.
 type tally struct {
-	listed, rewritten, current, deleted, failed atomic.Int64
+	listed, rewritten, current, deleted, failed, notAttempted atomic.Int64
 }
 
 func (t *tally) record(o Outcome) {
@@ -95,11 +109,14 @@ func (t *tally) record(o Outcome) {
 		t.deleted.Add(1)
 	case Failed:
 		t.failed.Add(1)
+	case NotAttempted:
+		t.notAttempted.Add(1)
 	}
 }
 
 func (t *tally) counts() Counts {
-	return Counts{Listed: t.listed.Load(), Rewritten: t.rewritten.Load(), Current: t.current.Load(), Deleted: t.deleted.Load(), Failed: t.failed.Load()}
+	return Counts{Listed: t.listed.Load(), Rewritten: t.rewritten.Load(), Current: t.current.Load(), Deleted: t.deleted.Load(), Failed: t.failed.Load(),
+		NotAttempted: t.notAttempted.Load()}
 }
 
 // failureLog keeps the first max failures.

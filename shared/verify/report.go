@@ -3,6 +3,7 @@ package verify
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -13,21 +14,13 @@ import (
 // Status is the result of a layer or of the whole verification.
 type Status string
 
-// Statuses. A report FAILs when any layer FAILs; WARN and SKIP do not fail it.
+// Statuses. A report FAILs when any layer FAILs, or when no evidence layer PASSes; WARN and SKIP
+// do not fail it on their own.
 const (
 	Pass Status = "PASS"
 	Fail Status = "FAIL"
 	Warn Status = "WARN"
 	Skip Status = "SKIP"
-)
-
-// Layer names.
-const (
-	LayerKMS         = "kms"
-	LayerStorage     = "storage"
-	LayerConvergence = "convergence"
-	LayerAPIServer   = "apiserver"
-	LayerAudit       = "audit"
 )
 
 // LayerResult is the outcome of one layer.
@@ -39,6 +32,7 @@ type LayerResult struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
+// add records a reason. A Pass reason is information: it does not lower a WARN or FAIL.
 func (l *LayerResult) add(s Status, format string, a ...any) {
 	msg := fmt.Sprintf(format, a...)
 	l.Reasons = append(l.Reasons, msg)
@@ -78,8 +72,19 @@ type KeyFacts struct {
 
 // AuditFacts is what the audit layer found in ActionTrail.
 type AuditFacts struct {
-	Since time.Time `json:"since"`
-	// Calls counts successful calls by the cluster identity, "<EventName> <KeyVersionId>" -> n.
+	// Identity is the expected caller: "role NAME" or "RAM user NAME".
+	Identity string `json:"identity"`
+	// Since and Until bound the window searched. Clamped is true when Since was moved forward to
+	// ActionTrail's 90-day LookupEvents window.
+	Since   time.Time `json:"since"`
+	Until   time.Time `json:"until"`
+	Clamped bool      `json:"clamped,omitempty"`
+	// Events and Pages count what LookupEvents returned; Truncated is true when it stopped at its
+	// cap with more events left in the window.
+	Events    int  `json:"events"`
+	Pages     int  `json:"pages"`
+	Truncated bool `json:"truncated,omitempty"`
+	// Calls counts successful calls by the expected identity, "<EventName> <KeyVersionId>" -> n.
 	Calls map[string]int `json:"calls"`
 	// OtherCallers counts calls on the key by other identities.
 	OtherCallers int `json:"otherCallers"`
@@ -87,13 +92,19 @@ type AuditFacts struct {
 
 // Report is the result of Verify. It is JSON-serialisable and holds no Secret data or key material.
 type Report struct {
-	Verdict     Status             `json:"verdict"`
-	CheckedAt   time.Time          `json:"checkedAt"`
-	Layers      []LayerResult      `json:"layers"`
-	Key         *KeyFacts          `json:"key,omitempty"`
-	Storage     []etcdscan.Report  `json:"storage,omitempty"`
-	Convergence *reencrypt.Summary `json:"convergence,omitempty"`
-	Audit       *AuditFacts        `json:"audit,omitempty"`
+	Verdict   Status    `json:"verdict"`
+	CheckedAt time.Time `json:"checkedAt"`
+	// Reasons explain a verdict that no single layer explains (no evidence).
+	Reasons []string `json:"reasons,omitempty"`
+	// RequestedLayers are the layers that ran, in order; LayersDefaulted is true when they were
+	// not listed explicitly but chosen as every layer whose inputs were given.
+	RequestedLayers []string           `json:"requestedLayers"`
+	LayersDefaulted bool               `json:"layersDefaulted,omitempty"`
+	Layers          []LayerResult      `json:"layers"`
+	Key             *KeyFacts          `json:"key,omitempty"`
+	Storage         []etcdscan.Report  `json:"storage,omitempty"`
+	Convergence     *reencrypt.Summary `json:"convergence,omitempty"`
+	Audit           *AuditFacts        `json:"audit,omitempty"`
 }
 
 // Layer returns the named layer's result (Status SKIP when it did not run).
@@ -106,19 +117,40 @@ func (r Report) Layer(name string) LayerResult {
 	return LayerResult{Name: name, Status: Skip}
 }
 
+// finish sets the verdict: FAIL when a layer failed or when no evidence layer passed.
 func (r *Report) finish() {
 	r.Verdict = Pass
+	evidence := false
+	var ran []string
 	for _, l := range r.Layers {
 		if l.Status == Fail {
 			r.Verdict = Fail
 		}
+		if isEvidence(l.Name) && l.Status == Pass {
+			evidence = true
+		}
+		ran = append(ran, fmt.Sprintf("%s %s", l.Name, l.Status))
+	}
+	if !evidence && r.Verdict != Fail {
+		r.Verdict = Fail
+		r.Reasons = append(r.Reasons, fmt.Sprintf("no evidence: none of the layers that prove what is stored (%s) passed (ran: %s); "+
+			"kms and apiserver show that the key and the plugin work, not that the Secrets are under the current key version",
+			strings.Join(EvidenceLayers, ", "), orNone(strings.Join(ran, ", "))))
 	}
 }
 
-// WriteText writes the report for people: the verdict, then one block per layer.
+// WriteText writes the report for people: the verdict, the layers run, then one block per layer.
 func (r Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "VERDICT: %s (checked %s)\n", r.Verdict, r.CheckedAt.UTC().Format(time.RFC3339))
+	for _, reason := range r.Reasons {
+		fmt.Fprintf(&b, "    - %s\n", reason)
+	}
+	how := "as listed"
+	if r.LayersDefaulted {
+		how = "every layer whose inputs were given"
+	}
+	fmt.Fprintf(&b, "layers: %s (%s)\n", orNone(strings.Join(r.RequestedLayers, ", ")), how)
 	for _, l := range r.Layers {
 		fmt.Fprintf(&b, "[%s] %s\n", l.Status, l.Name)
 		for _, reason := range l.Reasons {
@@ -129,4 +161,25 @@ func (r Report) WriteText(w io.Writer) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+// joinCounts formats counts in key order, "k<sep>n, ...", or "none".
+func joinCounts(counts map[string]int, sep string) string {
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s%s%d", k, sep, counts[k]))
+	}
+	return orNone(strings.Join(parts, ", "))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

@@ -8,6 +8,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/rekey-dev/rekey/shared/reencrypt"
 )
@@ -129,7 +130,7 @@ func TestAnnotateStrategy(t *testing.T) {
 	run := func(at time.Time) reencrypt.Summary {
 		return mustRun(t, c.RestConfig("admin"), func(o *reencrypt.Options) {
 			o.Strategy = reencrypt.Annotate
-			o.Clock = func() time.Time { return at }
+			o.Clock = clocktesting.NewFakePassiveClock(at)
 			o.Namespaces = []string{"annotate"}
 		})
 	}

@@ -8,6 +8,8 @@ import (
 
 func TestUsageErrors(t *testing.T) {
 	t.Setenv("KUBECONFIG", "")
+	t.Setenv("HOME", t.TempDir()) // no ~/.kube/config
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "")
 	t.Setenv("ALIBABA_CLOUD_REGION_ID", "")
@@ -30,6 +32,14 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"verify"}, "nothing to verify"},
 		{[]string{"verify", "--output", "yaml"}, "--output must be text or json"},
 		{[]string{"verify", "--etcd-endpoints", "https://127.0.0.1:1"}, "--etcd-ca"},
+		{[]string{"verify", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-prefix", "registry"}, "--etcd-prefix must start with /"},
+		{[]string{"verify", "--layers", "storage"}, "layer storage needs --etcd-endpoints"},
+		{[]string{"verify", "--layers", "kms"}, "layer kms needs --kms-key-id"},
+		{[]string{"verify", "--layers", "audit", "--etcd-endpoints", "http://127.0.0.1:1"}, "layer audit needs --kms-key-id"},
+		{[]string{"verify", "--layers", "storage,etcd", "--etcd-endpoints", "http://127.0.0.1:1"}, `unknown layer "etcd"`},
+		{[]string{"verify", "--layers", "storage", "--convergence", "--etcd-endpoints", "http://127.0.0.1:1"}, "leave out --convergence and --audit"},
+		{[]string{"verify", "--layers", "apiserver"}, "layer apiserver needs a kubeconfig (--kubeconfig or $KUBECONFIG)"},
+		{[]string{"verify", "--audit-user", "k8s", "--audit-role", "r"}, "--audit-role or --audit-user, not both"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

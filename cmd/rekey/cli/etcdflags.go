@@ -8,10 +8,12 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	etcd "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/rekey-dev/rekey/shared/etcdscan"
 )
 
 // DefaultEtcdPrefix is the API server's default --etcd-prefix.
-const DefaultEtcdPrefix = "/registry"
+const DefaultEtcdPrefix = etcdscan.DefaultEtcdPrefix
 
 // etcdFlags locate the cluster's etcd for the commands that read stored values directly (self-managed
 // clusters): the verifier's storage layer and the adoption gate's etcd canary.
@@ -26,7 +28,7 @@ func (f *etcdFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cert, "etcd-cert", "", "etcd client certificate")
 	fs.StringVar(&f.key, "etcd-key", "", "etcd client key")
 	fs.StringVar(&f.ca, "etcd-ca", "", "etcd CA bundle")
-	fs.StringVar(&f.prefix, "etcd-prefix", DefaultEtcdPrefix, "the API server's --etcd-prefix")
+	fs.StringVar(&f.prefix, "etcd-prefix", DefaultEtcdPrefix, "the API server's --etcd-prefix: resources are read under <prefix>/<resource>/")
 }
 
 // given reports whether etcd was named.

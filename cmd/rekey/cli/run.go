@@ -41,6 +41,8 @@ type runFlags struct {
 	progress              string
 	kms                   kmsFlags
 	force                 bool
+	etcd                  etcdFlags
+	adoption              adoptionFlags
 }
 
 func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -50,15 +52,10 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Rewrite objects so the API server stores them under its current encryption key",
 		Long: `run lists objects with the metadata API (never their data) and sends each a small merge patch.
 
-Strategies:
-  rewrite (alias replace)  no-op patch with a resourceVersion precondition: the API server rewrites
-                           exactly the objects stored under an old key (KMS v2, aescbc, ...)
-  annotate                 sets the encryption-key-rotation-time annotation on every object
-                           (KMS v1, where no-op writes rewrite nothing)
-  auto                     rewrite on Kubernetes >= 1.31, else annotate
+` + strategyHelp + `
 
-Exit status: 0 every object rewritten, current or deleted; 1 some failed; 2 usage, configuration
-or permission error.`,
+Exit status: 0 every object rewritten, current or deleted; 1 some failed, or the pass is
+suspicious; 2 usage, configuration or permission error.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runRun(cmd.Context(), f, stdout, stderr) },
 	}
@@ -81,6 +78,8 @@ or permission error.`,
 	fs.StringVar(&f.progress, "progress", "auto", "progress bar: auto (on a terminal), always, never")
 	f.kms.register(fs)
 	fs.BoolVar(&f.force, "force", false, "run even when the KMS key check fails (the key is disabled, pending deletion or unusable)")
+	f.etcd.register(fs)
+	f.adoption.register(fs)
 	return cmd
 }
 
@@ -156,12 +155,25 @@ func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", cfg.Host, err)
 	}
-	if strategy, err = strategy.Resolve(version); err != nil {
-		return err
-	}
 	targets, err := cluster.ResolveTargets(disco, f.resources)
 	if err != nil {
 		return &usageError{err}
+	}
+	etcdKV, err := f.etcd.client()
+	if err != nil {
+		return err
+	}
+	if etcdKV != nil {
+		defer etcdKV.Close()
+	}
+	decision, err := decideStrategy(ctx, strategy, version, targets, kvOrNil(etcdKV), f.etcd.prefix, disco.RESTClient(), stderr)
+	if err != nil {
+		return err
+	}
+	strategy = decision.Strategy
+	rotation, err := f.knownRotation(ctx)
+	if err != nil {
+		return err
 	}
 	authz, err := authzclient.NewForConfig(cfg)
 	if err != nil {
@@ -169,6 +181,13 @@ func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
 	}
 	if err := cluster.CheckAccess(ctx, authz, targets, f.namespaces, cluster.Verbs(f.dryRun)); err != nil {
 		return err
+	}
+	adopted, err := f.gateUnlessKMSv1(ctx, decision, cfg, kvOrNil(etcdKV), &log, stderr)
+	if err != nil {
+		return err
+	}
+	if rotation != nil && adopted != nil {
+		rotation.ProvedBefore = adopted.Direct
 	}
 	meta, err := metadata.NewForConfig(cfg)
 	if err != nil {
@@ -180,20 +199,25 @@ func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
 	engine, err := reencrypt.New(meta, reencrypt.Options{
 		Targets: targets, Strategy: strategy, Namespaces: f.namespaces, ExcludeNamespaces: f.excludeNS,
 		LabelSelector: f.selector, Concurrency: f.concurrency, PageSize: f.pageSize, DryRun: f.dryRun, Logger: &log,
-		OnListed: bar.grow, OnObject: bar.step,
+		OnListed: bar.grow, OnObject: bar.step, AccessCheck: reencrypt.SelfSubjectAccessReview(authz),
 	})
 	if err != nil {
 		return &usageError{err}
 	}
 	summary, runErr := engine.Run(ctx)
 	bar.finish()
-	if err := printSummary(stdout, f.output, summary); err != nil {
+	report := runReport{Summary: summary, StrategyDecision: &decision}
+	if runErr == nil {
+		v := judgePass(ctx, summary, decision, rotation, kvOrNil(etcdKV), f.etcd.prefix, targets)
+		report.Verdict = &v
+	}
+	if err := printGatedReport(stdout, f.output, report, adopted); err != nil {
 		return err
 	}
 	if runErr != nil {
 		return fmt.Errorf("run stopped: %w", runErr)
 	}
-	if !summary.OK() {
+	if !summary.OK() || report.Verdict.Suspicious() {
 		return &exitError{code: ExitFailed}
 	}
 	return nil
@@ -285,9 +309,9 @@ func printSummary(w io.Writer, format string, s reencrypt.Summary) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "RESOURCE\tLISTED\tREWRITTEN\tCURRENT\tDELETED\tFAILED\t")
+	fmt.Fprintln(tw, "RESOURCE\tLISTED\tREWRITTEN\tCURRENT\tDELETED\tFAILED\tNOT ATTEMPTED\t")
 	row := func(name string, c reencrypt.Counts) {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", name, c.Listed, c.Rewritten, c.Current, c.Deleted, c.Failed)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", name, c.Listed, c.Rewritten, c.Current, c.Deleted, c.Failed, c.NotAttempted)
 	}
 	for _, r := range s.Resources {
 		row(r.Resource, r.Counts)
@@ -303,6 +327,9 @@ func printSummary(w io.Writer, format string, s reencrypt.Summary) error {
 		mode += ", dry run"
 	}
 	fmt.Fprintf(w, "strategy %s; %.1fs, %.0f objects/s, %d retries, %d conflicts\n", mode, s.DurationSeconds, s.ObjectsPerSecond, s.Retries, s.Conflicts)
+	if !s.Complete {
+		fmt.Fprintf(w, "incomplete: %s (%d objects not attempted; run again to finish: rewritten objects come back current)\n", orUnknownReason(s.StopReason), s.Total.NotAttempted)
+	}
 	for _, x := range s.Failures {
 		fmt.Fprintf(w, "failed: %s %s/%s: %s\n", x.Resource, x.Namespace, x.Name, x.Reason)
 	}
@@ -310,4 +337,11 @@ func printSummary(w io.Writer, format string, s reencrypt.Summary) error {
 		fmt.Fprintf(w, "... and %d more failures\n", s.FailuresOmitted)
 	}
 	return nil
+}
+
+func orUnknownReason(r string) string {
+	if r == "" {
+		return "the run stopped early"
+	}
+	return r
 }

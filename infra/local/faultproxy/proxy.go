@@ -17,15 +17,22 @@ import (
 
 // Rule injects a fault into matching requests: of every Every matching requests, the first Fail
 // are answered with Status (and Retry-After when RetryAfter > 0) or, when Status is 0, with a
-// dropped connection.
+// dropped connection. With ForwardThenDrop they are forwarded and the answer is dropped instead.
 type Rule struct {
 	// Method matches the HTTP method ("" any).
 	Method string
 	// PathContains matches a substring of the URL path ("" any).
 	PathContains string
-	Every, Fail  int
-	Status       int
-	RetryAfter   int // seconds
+	// Every and Fail: of every Every matching requests, the first Fail get the fault.
+	Every, Fail int
+	// Status is the injected answer's HTTP status; 0 drops the connection without forwarding.
+	Status int
+	// RetryAfter, in seconds, is sent with Status when positive.
+	RetryAfter int
+	// ForwardThenDrop forwards the request upstream, waits for the whole answer and then drops the
+	// client's connection: the server applied the request, the client sees a reset (a lost
+	// response). Status and RetryAfter are ignored.
+	ForwardThenDrop bool
 	// Limit stops the rule after this many faults (0: no limit).
 	Limit int64
 }
@@ -84,16 +91,34 @@ func (p *Proxy) SetRules(rules ...Rule) {
 	p.mu.Unlock()
 }
 
+// drop closes the client's connection without an answer (503 when the connection cannot be taken
+// over, which HTTP/2 does not allow).
+func (p *Proxy) drop(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+}
+
 // Injected returns the number of faults injected so far.
 func (p *Proxy) Injected() int64 { return p.injected.Load() }
 
-// Forwarded returns the number of requests forwarded upstream.
+// Forwarded returns the number of requests forwarded upstream, ForwardThenDrop faults included.
 func (p *Proxy) Forwarded() int64 { return p.served.Load() }
 
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f := p.match(r); f != nil {
 		p.injected.Add(1)
+		if f.ForwardThenDrop {
+			p.served.Add(1)
+			p.rp.ServeHTTP(httptest.NewRecorder(), r) // applied upstream; the answer goes nowhere
+			p.drop(w)
+			return
+		}
 		if f.Status == 0 {
 			if hj, ok := w.(http.Hijacker); ok {
 				if conn, _, err := hj.Hijack(); err == nil {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/rekey-dev/rekey/shared/kms"
 )
 
@@ -38,8 +40,9 @@ const blobPrefix = "kmsfake1."
 // Fake is an in-memory kms.Client. The zero value is not usable; call New. All methods are safe for
 // concurrent use.
 type Fake struct {
-	// Clock stamps version creation dates (default time.Now). Set it before use.
-	Clock func() time.Time
+	// Clock stamps version creation dates (default the real clock). Set it before use; tests pass
+	// a k8s.io/utils/clock/testing fake.
+	Clock clock.PassiveClock
 
 	mu     sync.Mutex
 	keys   map[string]*fakeKey
@@ -59,7 +62,7 @@ var _ kms.Client = (*Fake)(nil)
 // New returns a Fake without keys.
 func New() *Fake {
 	return &Fake{
-		Clock:  time.Now,
+		Clock:  clock.RealClock{},
 		keys:   map[string]*fakeKey{},
 		calls:  map[Op]int{},
 		queued: map[Op][]error{},
@@ -177,7 +180,7 @@ func (f *Fake) now() time.Time {
 	if f.Clock == nil {
 		return time.Now().UTC()
 	}
-	return f.Clock().UTC()
+	return f.Clock.Now().UTC()
 }
 
 func (f *Fake) mustKey(keyID string) *fakeKey {

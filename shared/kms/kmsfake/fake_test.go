@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/kms/kmsfake"
 	"github.com/rekey-dev/rekey/shared/retry"
@@ -102,5 +104,22 @@ func TestFakeInjectedErrorsAndHooks(t *testing.T) {
 	defer cancel()
 	if _, err := f.Encrypt(cctx, "k", []byte("x"), nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("blocked Encrypt = %v", err)
+	}
+}
+
+func TestFakeStampsDatesWithItsClock(t *testing.T) {
+	t0 := time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)
+	clk := clocktesting.NewFakePassiveClock(t0)
+	f := kmsfake.New()
+	f.Clock = clk
+	f.CreateKey("k")
+	clk.SetTime(t0.Add(time.Hour))
+	v2 := f.Rotate("k")
+	md, err := f.DescribeKey(context.Background(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !md.CreationDate.Equal(t0) || !md.LastRotationDate.Equal(t0.Add(time.Hour)) || md.PrimaryKeyVersion != v2 {
+		t.Fatalf("DescribeKey = created %v, rotated %v; want %v and %v", md.CreationDate, md.LastRotationDate, t0, t0.Add(time.Hour))
 	}
 }
