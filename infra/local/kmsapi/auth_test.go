@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 	"net/http"
 	"net/url"
 	"strings"
@@ -122,7 +124,7 @@ func TestAuthRejections(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e.clock.Advance(tc.advance)
+			e.clock.Step(tc.advance)
 			c := e.client(t, tc.cred)
 			if tc.rewrite != nil {
 				c.SetTransport(rewriteTransport{rewrite: tc.rewrite})
@@ -155,11 +157,11 @@ func TestAuthRejections(t *testing.T) {
 func TestAuthClockSkew(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		clock func() time.Time
+		clock clock.PassiveClock
 		code  string
 	}{
-		{"timestamp within the window", time.Now, ""},
-		{"timestamp hours away", func() time.Time { return time.Now().Add(-2 * time.Hour) }, kmsapi.CodeTimestampExpired},
+		{"timestamp within the window", clock.RealClock{}, ""},
+		{"timestamp hours away", clocktesting.NewFakePassiveClock(time.Now().Add(-2 * time.Hour)), kmsapi.CodeTimestampExpired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(o *kmsapi.Options) {

@@ -2,6 +2,7 @@ package kmsapi_test
 
 import (
 	"errors"
+	clocktesting "k8s.io/utils/clock/testing"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -21,25 +22,10 @@ const (
 )
 
 // fakeClock is a settable clock; tests move it instead of sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = clocktesting.FakeClock
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	return clocktesting.NewFakeClock(time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC))
 }
 
 var (
@@ -87,7 +73,7 @@ func newEnv(t *testing.T, tweak func(*kmsapi.Options)) *env {
 		Region:      testRegion,
 		AccountID:   testAccount,
 		Credentials: []kmsapi.Credential{rootCred, userCred, stsCred},
-		Clock:       e.clock.Now,
+		Clock:       e.clock,
 		OnRecord: func(r kmsapi.Record) {
 			e.mu.Lock()
 			e.recs = append(e.recs, r)

@@ -3,6 +3,7 @@ package kmsapi
 import (
 	"errors"
 	"fmt"
+	"k8s.io/utils/clock"
 	"log/slog"
 	"time"
 )
@@ -96,9 +97,9 @@ type Options struct {
 	// StatePath is the JSON file the state is loaded from and saved to after
 	// every mutation. Empty keeps the state in memory only.
 	StatePath string
-	// Clock returns the current time; nil means time.Now. Rotation, deletion
+	// Clock gives the current time; nil means the real clock. Rotation, deletion
 	// windows, STS expiry, timestamps and Records all read it.
-	Clock func() time.Time
+	Clock clock.PassiveClock
 	// MinVersionInterval, when positive, refuses CreateKeyVersion within that
 	// long of the key's last rotation (the classic KMS documented seven days
 	// for CMKs). Zero disables the check.
@@ -135,7 +136,7 @@ func (o *Options) applyDefaults() {
 		o.AccountID = DefaultAccountID
 	}
 	if o.Clock == nil {
-		o.Clock = time.Now
+		o.Clock = clock.RealClock{}
 	}
 	if o.RecordLimit <= 0 {
 		o.RecordLimit = DefaultRecordLimit

@@ -28,7 +28,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Encrypt: %v", err)
 	}
-	e.clock.Advance(time.Hour)
+	e.clock.Step(time.Hour)
 	v2 := createKeyVersion(t, c, mainKey.KeyId)
 	second := createKey(t, c, nil)
 	dis := kms.CreateDisableKeyRequest()
@@ -97,7 +97,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	}
 
 	// The rotation schedule and the deletion window survive too.
-	e.clock.Advance(30 * 24 * time.Hour)
+	e.clock.Step(30 * 24 * time.Hour)
 	if got := describeKey(t, c2, mainKey.KeyId); got.PrimaryKeyVersion == v2.KeyVersionId {
 		t.Fatal("automatic rotation policy lost across restart")
 	}

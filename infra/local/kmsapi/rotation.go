@@ -88,7 +88,7 @@ func (s *Server) applySchedulesLocked(now time.Time) (changed bool, rotated []ro
 // returns how many keys were rotated.
 func (s *Server) CheckSchedules() (int, error) {
 	s.mu.Lock()
-	changed, rotated, err := s.applySchedulesLocked(s.opts.Clock())
+	changed, rotated, err := s.applySchedulesLocked(s.opts.Clock.Now())
 	if err == nil && changed {
 		err = saveState(s.opts.StatePath, s.st)
 	}

@@ -36,13 +36,13 @@ func TestAutomaticRotationOnRequest(t *testing.T) {
 		t.Fatalf("Encrypt: %v", err)
 	}
 
-	e.clock.Advance(week - time.Second)
+	e.clock.Step(week - time.Second)
 	if got := describeKey(t, c, rotating.KeyId); got.PrimaryKeyVersion != rotating.PrimaryKeyVersion {
 		t.Fatalf("rotated a second early")
 	}
 
 	// Three intervals late: still exactly one new version, dated now.
-	e.clock.Advance(3*week + time.Second)
+	e.clock.Step(3*week + time.Second)
 	now := e.clock.Now()
 	got := describeKey(t, c, rotating.KeyId)
 	if got.PrimaryKeyVersion == rotating.PrimaryKeyVersion {
@@ -91,7 +91,7 @@ func TestCheckSchedules(t *testing.T) {
 	if n, err := e.srv.CheckSchedules(); err != nil || n != 0 {
 		t.Fatalf("CheckSchedules before due = %d, %v", n, err)
 	}
-	e.clock.Advance(week)
+	e.clock.Step(week)
 	if n, err := e.srv.CheckSchedules(); err != nil || n != 1 {
 		t.Fatalf("CheckSchedules when due = %d, %v", n, err)
 	}
@@ -119,7 +119,7 @@ func TestRunRotatesInBackground(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.srv.Run(ctx) }()
 
-	e.clock.Advance(week)
+	e.clock.Step(week)
 	// Poll the in-memory trail (no API call, which would rotate by itself).
 	deadline := time.Now().Add(10 * time.Second)
 	var ev *kmsapi.Record

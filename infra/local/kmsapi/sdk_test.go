@@ -168,7 +168,7 @@ func TestSDKKeyVersions(t *testing.T) {
 
 	var created []string
 	for range 4 {
-		e.clock.Advance(time.Hour)
+		e.clock.Step(time.Hour)
 		v := createKeyVersion(t, c, md.KeyId)
 		if v.KeyId != md.KeyId || v.CreationDate != e.clock.Now().Format(iso) || !uuidRE.MatchString(v.KeyVersionId) {
 			t.Fatalf("CreateKeyVersion = %+v", v)
@@ -233,7 +233,7 @@ func TestSDKMinVersionInterval(t *testing.T) {
 	req.KeyId = md.KeyId
 	_, err := c.CreateKeyVersion(req)
 	wantServerError(t, err, kmsapi.CodeLimitExceeded, http.StatusBadRequest)
-	e.clock.Advance(7 * 24 * time.Hour)
+	e.clock.Step(7 * 24 * time.Hour)
 	createKeyVersion(t, c, md.KeyId)
 }
 
@@ -244,7 +244,7 @@ func TestSDKUpdateRotationPolicy(t *testing.T) {
 	if md.AutomaticRotation != "Disabled" || md.RotationInterval != "" || md.NextRotationDate != "" {
 		t.Fatalf("new key rotation: %q %q %q", md.AutomaticRotation, md.RotationInterval, md.NextRotationDate)
 	}
-	e.clock.Advance(time.Hour)
+	e.clock.Step(time.Hour)
 
 	for _, tc := range []struct {
 		name, enable, interval string
@@ -394,9 +394,9 @@ func TestSDKKeyStateLifecycle(t *testing.T) {
 	if _, err := c.ScheduleKeyDeletion(sched); err != nil {
 		t.Fatalf("ScheduleKeyDeletion: %v", err)
 	}
-	e.clock.Advance(7*24*time.Hour - time.Second)
+	e.clock.Step(7*24*time.Hour - time.Second)
 	describeKey(t, c, md.KeyId)
-	e.clock.Advance(time.Second)
+	e.clock.Step(time.Second)
 	req := kms.CreateDescribeKeyRequest()
 	req.KeyId = md.KeyId
 	_, err = c.DescribeKey(req)

@@ -96,7 +96,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveStats(w, r)
 		return
 	}
-	now := s.opts.Clock()
+	now := s.opts.Clock.Now()
 	rid, err := newUUID()
 	if err != nil {
 		http.Error(w, "request id unavailable", http.StatusInternalServerError)
@@ -420,7 +420,7 @@ func (s *Server) EnsureKey(alias string) (keyID string, created bool, err error)
 	if id, ok := s.st.Aliases[alias]; ok && s.st.key(id) != nil {
 		return id, false, nil
 	}
-	k, err := s.newKeyLocked(s.opts.Clock(), newKeyInput{
+	k, err := s.newKeyLocked(s.opts.Clock.Now(), newKeyInput{
 		description: "created by kms-local",
 		spec:        "Aliyun_AES_256",
 		protection:  "SOFTWARE",

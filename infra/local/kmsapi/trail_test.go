@@ -169,15 +169,15 @@ func TestLookupEvents(t *testing.T) {
 	k1 := createKey(t, root, nil).KeyId
 	k2 := createKey(t, root, nil).KeyId
 	for range 3 {
-		e.clock.Advance(time.Minute)
+		e.clock.Step(time.Minute)
 		if _, err := encrypt(user, k1, "eA==", ""); err != nil {
 			t.Fatalf("Encrypt: %v", err)
 		}
 	}
-	e.clock.Advance(time.Minute)
+	e.clock.Step(time.Minute)
 	createKeyVersion(t, root, k1)
 	describeKey(t, user, k2)
-	e.clock.Advance(time.Minute)
+	e.clock.Step(time.Minute)
 	t5 := e.clock.Now()
 	failing := kms.CreateDescribeKeyRequest()
 	failing.KeyId = "alias/none"
