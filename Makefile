@@ -39,7 +39,8 @@ unit:
 e2e: tools
 	$(GO) test -count=1 -timeout 40m -v ./tests/e2e/
 
-## demo: start the local stack, rotate the key, re-encrypt with rekey, prove it from etcd
+## demo: the serverless story on the local twin (KMS event -> rotation function -> job -> off-peak tick
+## -> re-encryption -> verifier PASS; DisableKey -> alert at a webhook), then the CLI story
 demo: tools build
 	$(GO) run ./infra/local/cmd/rekey-demo -rekey bin/rekey
 

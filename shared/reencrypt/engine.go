@@ -86,6 +86,24 @@ type Options struct {
 	// OnObject is called after each object reaches an outcome. It is called concurrently from the
 	// workers and must be safe for concurrent use.
 	OnObject func(target string, o Outcome)
+
+	// Resume, when set, starts the run at a Position a previous run reported to OnPage: targets
+	// before Resume.Resource and scopes before Resume.Namespace are skipped, and the list starts
+	// from Resume.Continue. An expired continue token restarts that scope's list from the top
+	// (rewriting is idempotent). A position that names no target or scope of these options starts
+	// the run from the beginning.
+	Resume *Position
+	// OnPage is called each time the run can resume later than before: every object of the pages
+	// listed up to the Position it is given reached an outcome. done counts the objects of those
+	// pages in this run (not those of a resumed run's predecessors). Calls come in list order,
+	// never concurrently, from the listing goroutine or a worker, which waits for the call: keep it
+	// short (rate-bound any I/O). It is not called after the last page of the run: the run is then
+	// Complete.
+	OnPage func(next Position, done Counts)
+	// StopMargin, when positive and the run's context has a deadline, makes the run stop taking
+	// work StopMargin before the deadline: the lister hands on no more objects and workers start no
+	// new one, patches in flight finish, and Run returns an error wrapping ErrStopped.
+	StopMargin time.Duration
 }
 
 // Engine re-encrypts objects through the API server. Run may be called more than once, not
@@ -164,6 +182,7 @@ func (e *PermissionError) Unwrap() error { return e.Err }
 // item is what the lister hands to the workers: never more than an object's identity.
 type item struct {
 	namespace, name, resourceVersion string
+	page                             *page
 }
 
 // run is the state of one Run.
@@ -171,11 +190,15 @@ type run struct {
 	*Engine
 	ctx       context.Context
 	fail      context.CancelCauseFunc
+	stop      context.Context // ends StopMargin before ctx's deadline (and with ctx): take no new work
+	pager     *pager
+	scopes    []string
 	retries   atomic.Int64
 	conflicts atomic.Int64
 	failures  *failureLog
 	rotation  time.Time
 	access    accessCache
+	breaker   breaker // stops the run when objects keep failing after their retries (breaker.go)
 }
 
 // Run processes every target in turn and returns the summary. The error is non-nil when the run
@@ -185,18 +208,27 @@ type run struct {
 func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	stop, stopCancel := e.stopContext(ctx)
+	defer stopCancel()
 	start := e.opts.Clock.Now()
-	r := &run{Engine: e, ctx: ctx, fail: cancel, failures: &failureLog{max: e.opts.MaxFailures}, rotation: start}
+	r := &run{Engine: e, ctx: ctx, fail: cancel, stop: stop, pager: &pager{report: e.opts.OnPage}, scopes: e.scopes(),
+		failures: &failureLog{max: e.opts.MaxFailures}, rotation: start}
 	s := Summary{Strategy: e.opts.Strategy, DryRun: e.opts.DryRun, StartedAt: start}
+	ti, si, cont := r.resumeAt()
 	var err error
-	for _, t := range e.opts.Targets {
+	for i, t := range e.opts.Targets {
+		if i < ti {
+			continue
+		}
 		var rs ResourceSummary
-		rs, err = r.target(t)
+		rs, err = r.target(i, t, si, cont)
+		si, cont = 0, ""
 		s.Resources = append(s.Resources, rs)
 		if err != nil {
 			break
 		}
 	}
+	err = explainKMS(err)
 	s.Complete = err == nil
 	if err != nil {
 		s.StopReason = err.Error()
@@ -211,8 +243,69 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	return s, err
 }
 
-// target processes one resource type: a lister feeding a bounded channel read by N workers.
-func (r *run) target(t Target) (ResourceSummary, error) {
+// stopContext returns the context that ends when the run must stop taking work: StopMargin before
+// ctx's deadline, or with ctx.
+func (e *Engine) stopContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && e.opts.StopMargin > 0 {
+		return context.WithDeadlineCause(ctx, dl.Add(-e.opts.StopMargin), fmt.Errorf("%w (%s before it)", ErrStopped, e.opts.StopMargin))
+	}
+	return context.WithCancel(ctx)
+}
+
+// scopes returns the namespaces each target is listed in, in order: the Namespaces option less the
+// excluded ones, or all namespaces ("").
+func (e *Engine) scopes() []string {
+	if len(e.opts.Namespaces) == 0 {
+		return []string{metav1.NamespaceAll}
+	}
+	excluded := make(map[string]bool, len(e.opts.ExcludeNamespaces))
+	for _, ns := range e.opts.ExcludeNamespaces {
+		excluded[ns] = true
+	}
+	var out []string
+	for _, ns := range e.opts.Namespaces {
+		if !excluded[ns] {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// resumeAt turns Options.Resume into the target and scope indexes and the continue token to start
+// from.
+func (r *run) resumeAt() (target, scope int, cont string) {
+	p := r.opts.Resume
+	if p == nil || p.IsStart() {
+		return 0, 0, ""
+	}
+	for ti, t := range r.opts.Targets {
+		if t.Name != p.Resource {
+			continue
+		}
+		for si, ns := range r.scopes {
+			if ns == p.Namespace {
+				return ti, si, p.Continue
+			}
+		}
+	}
+	r.log.Warn().Str("resource", p.Resource).Str("namespace", p.Namespace).Msg("resume position names no target or scope of this run; starting from the beginning")
+	return 0, 0, ""
+}
+
+// next returns the position after the last page of scope si of target ti.
+func (r *run) next(ti, si int) Position {
+	if si+1 < len(r.scopes) {
+		return Position{Resource: r.opts.Targets[ti].Name, Namespace: r.scopes[si+1]}
+	}
+	if ti+1 < len(r.opts.Targets) {
+		return Position{Resource: r.opts.Targets[ti+1].Name, Namespace: r.scopes[0]}
+	}
+	return endOfRun
+}
+
+// target processes one resource type: a lister feeding a bounded channel read by N workers. It
+// starts at scope index si, from continue token cont.
+func (r *run) target(ti int, t Target, si int, cont string) (ResourceSummary, error) {
 	var tl tally
 	items := make(chan item, 2*r.opts.Concurrency)
 	var wg sync.WaitGroup
@@ -222,14 +315,18 @@ func (r *run) target(t Target) (ResourceSummary, error) {
 			defer wg.Done()
 			for it := range items {
 				o := r.process(t, it)
+				if o != Failed && o != NotAttempted {
+					r.breaker.succeeded()
+				}
 				tl.record(o)
+				r.pager.finish(it.page, o)
 				if r.opts.OnObject != nil {
 					r.opts.OnObject(t.Name, o)
 				}
 			}
 		}()
 	}
-	listErr := r.list(t, items, &tl)
+	listErr := r.list(ti, t, si, cont, items, &tl)
 	close(items)
 	wg.Wait()
 	rs := ResourceSummary{Resource: t.Name, Counts: tl.counts()}
@@ -240,33 +337,27 @@ func (r *run) target(t Target) (ResourceSummary, error) {
 	// outcome, or if a worker stopped the run (a missing permission). A context that ended
 	// after the last object reached its outcome took nothing away.
 	var pe *PermissionError
-	if cause := context.Cause(r.ctx); cause != nil && (rs.NotAttempted > 0 || errors.As(cause, &pe)) {
+	if cause := context.Cause(r.stop); cause != nil && (rs.NotAttempted > 0 || errors.As(cause, &pe)) {
 		return rs, cause
 	}
 	return rs, nil
 }
 
-// list pages through the target's objects and sends them to items.
-func (r *run) list(t Target, items chan<- item, tl *tally) error {
-	scopes := r.opts.Namespaces
-	if len(scopes) == 0 {
-		scopes = []string{metav1.NamespaceAll}
-	}
-	excluded := make(map[string]bool, len(r.opts.ExcludeNamespaces))
+// list pages through the target's objects, from scope index first and continue token cont, and
+// sends them to items.
+func (r *run) list(ti int, t Target, first int, cont string, items chan<- item, tl *tally) error {
 	var notIn []fields.Selector
 	for _, ns := range r.opts.ExcludeNamespaces {
-		excluded[ns] = true
 		notIn = append(notIn, fields.OneTermNotEqualSelector("metadata.namespace", ns))
 	}
-	for _, ns := range scopes {
-		if excluded[ns] {
-			continue
-		}
-		opts := metav1.ListOptions{Limit: r.opts.PageSize, LabelSelector: r.opts.LabelSelector}
+	for si := first; si < len(r.scopes); si++ {
+		ns := r.scopes[si]
+		opts := metav1.ListOptions{Limit: r.opts.PageSize, LabelSelector: r.opts.LabelSelector, Continue: cont}
+		cont = ""
 		if ns == metav1.NamespaceAll && len(notIn) > 0 {
 			opts.FieldSelector = fields.AndSelectors(notIn...).String()
 		}
-		if err := r.listScope(t, ns, opts, items, tl); err != nil {
+		if err := r.listScope(ti, si, t, ns, opts, items, tl); err != nil {
 			return err
 		}
 	}
@@ -283,11 +374,19 @@ func (r *run) list(t Target, items chan<- item, tl *tally) error {
 // skipped: list results come in storage-key order (etcd3 and the watch cache both return a
 // resource's objects sorted by namespace/name), so remembering the last key handed on is enough,
 // whatever the size of the scope.
-func (r *run) listScope(t Target, ns string, opts metav1.ListOptions, items chan<- item, tl *tally) error {
+//
+// Each page is reported to the pager: once every object of it (and of every page before it) reached
+// an outcome, a later run may resume after it (Options.OnPage). opts.Continue, when set, is a
+// resumed run's token; when it has expired and the server offers no other, the scope is listed
+// from the top.
+func (r *run) listScope(ti, si int, t Target, ns string, opts metav1.ListOptions, items chan<- item, tl *tally) error {
 	api := r.client.Resource(t.GVR).Namespace(ns)
 	var last, skipTo string // last key handed on; after a restart from the top, skip up to this key
 	restarts, pages := 0, 0
 	for {
+		if r.stop.Err() != nil {
+			return context.Cause(r.stop)
+		}
 		var page *metav1.PartialObjectMetadataList
 		err := retry.Do(r.ctx, r.opts.Retry, func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, r.opts.CallTimeout)
@@ -329,6 +428,7 @@ func (r *run) listScope(t Target, ns string, opts metav1.ListOptions, items chan
 			}
 		}
 		pages++
+		pg := r.pager.open()
 		for i := range page.Items {
 			m := &page.Items[i]
 			key := m.Namespace + "/" + m.Name
@@ -345,24 +445,33 @@ func (r *run) listScope(t Target, ns string, opts metav1.ListOptions, items chan
 			last, restarts = key, 0
 			tl.listed.Add(1)
 			if r.opts.DryRun {
+				r.pager.handOn(pg, false)
 				if r.opts.OnObject != nil {
 					r.opts.OnObject(t.Name, Listed)
 				}
 				continue
 			}
-			select {
-			case items <- item{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion}:
-			case <-r.ctx.Done():
-				// This object and the rest of the page were listed and will never be patched.
-				rest := int64(len(page.Items) - i - 1)
-				tl.listed.Add(rest)
-				tl.notAttempted.Add(rest + 1)
-				return context.Cause(r.ctx)
+			if r.stop.Err() == nil {
+				r.pager.handOn(pg, true)
+				select {
+				case items <- item{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion, page: pg}:
+					continue
+				case <-r.stop.Done():
+					r.pager.finish(pg, NotAttempted)
+				}
 			}
+			// This object and the rest of the page were listed and will never be patched.
+			r.pager.breakPage(pg)
+			rest := int64(len(page.Items) - i - 1)
+			tl.listed.Add(rest)
+			tl.notAttempted.Add(rest + 1)
+			return context.Cause(r.stop)
 		}
 		if page.Continue == "" {
+			r.pager.seal(pg, r.next(ti, si))
 			return nil
 		}
+		r.pager.seal(pg, Position{Resource: t.Name, Namespace: ns, Continue: page.Continue})
 		opts.Continue = page.Continue
 	}
 }
@@ -391,7 +500,7 @@ func scopeName(ns string) string {
 // apart, and either stored the object under the current key. A definite 409 (nothing of ours was
 // applied) followed by a no-op patch is Current, as before.
 func (r *run) process(t Target, it item) Outcome {
-	if r.ctx.Err() != nil {
+	if r.stop.Err() != nil {
 		return NotAttempted
 	}
 	api := r.client.Resource(t.GVR).Namespace(it.namespace)
@@ -526,6 +635,9 @@ func (r *run) reread(t Target, it item) (string, error) {
 }
 
 func (r *run) failed(t Target, it item, err error) Outcome {
+	if outage := r.breaker.failed(err); outage != nil {
+		r.fail(outage)
+	}
 	reason := err.Error()
 	r.failures.add(Failure{Resource: t.Name, Namespace: it.namespace, Name: it.name, Reason: reason})
 	r.log.Warn().Str("resource", t.Name).Str("namespace", it.namespace).Str("name", it.name).Str("reason", reason).Msg("object failed")

@@ -38,6 +38,11 @@ type Checkpoint struct {
 	// next page ("" = from the start of Resource).
 	Resource string `json:"resource,omitempty"`
 	Continue string `json:"continue,omitempty"`
+	// Namespace is the namespace being listed when the job is limited to namespaces ("" otherwise).
+	Namespace string `json:"namespace,omitempty"`
+	// Notes are facts the caller keeps with the checkpoint (package job: the key version the
+	// adoption gate proved, whether the convergence pass completed). Names and versions only.
+	Notes map[string]string `json:"notes,omitempty"`
 	// Counts are the phase's counters so far.
 	Counts reencrypt.Counts `json:"counts"`
 	// Invocations counts the invocations that worked on the phase (kept by the caller).

@@ -10,12 +10,19 @@ import (
 	"github.com/rekey-dev/rekey/shared/reencrypt"
 )
 
-func checkConvergence(ctx context.Context, e *reencrypt.Engine, maxNames int) (LayerResult, *reencrypt.Summary) {
+// checkConvergence runs e, or judges done (a pass already run) when e is nil.
+func checkConvergence(ctx context.Context, e *reencrypt.Engine, done *reencrypt.Summary, maxNames int) (LayerResult, *reencrypt.Summary) {
 	l := LayerResult{Name: LayerConvergence}
-	s, err := e.Run(ctx)
-	if err != nil {
-		l.add(Fail, "rewrite pass did not finish: %v", err)
-		return l, &s
+	var s reencrypt.Summary
+	if e != nil {
+		var err error
+		s, err = e.Run(ctx)
+		if err != nil {
+			l.add(Fail, "rewrite pass did not finish: %v", err)
+			return l, &s
+		}
+	} else {
+		s = *done
 	}
 	switch {
 	case s.Total.Failed > 0:

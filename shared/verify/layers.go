@@ -55,7 +55,7 @@ func (in Inputs) missing(layer string) []string {
 	case LayerStorage:
 		need(in.Etcd != nil, "Etcd")
 	case LayerConvergence:
-		need(in.Convergence != nil, "Convergence")
+		need(in.Convergence != nil || in.ConvergencePass != nil, "Convergence")
 	case LayerAPIServer:
 		need(in.APIServer != nil, "APIServer")
 	case LayerAudit:

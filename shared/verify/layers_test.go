@@ -19,6 +19,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/actiontrail"
 	"github.com/rekey-dev/rekey/shared/etcdscan/etcdtest"
 	"github.com/rekey-dev/rekey/shared/kms/kmsfake"
+	"github.com/rekey-dev/rekey/shared/reencrypt"
 )
 
 // readyz is an API server whose /readyz/kms-providers answers ok.
@@ -161,5 +162,33 @@ func TestJoinCounts(t *testing.T) {
 	}
 	if got := joinCounts(nil, "="); got != "none" {
 		t.Fatalf("joinCounts(nil) = %q", got)
+	}
+}
+
+// TestConvergencePassJudged: a convergence pass run elsewhere (resumed over several invocations)
+// is judged like the one the layer runs: complete with nothing rewritten passes; a rewrite, a
+// failure or an unfinished pass fails.
+func TestConvergencePassJudged(t *testing.T) {
+	clean := reencrypt.Summary{Strategy: reencrypt.Rewrite, Complete: true, Total: reencrypt.Counts{Listed: 10, Current: 10}}
+	cases := []struct {
+		name string
+		mod  func(*reencrypt.Summary)
+		want Status
+	}{
+		{"clean", func(*reencrypt.Summary) {}, Pass},
+		{"rewrote", func(s *reencrypt.Summary) { s.Total.Rewritten, s.Total.Current = 1, 9 }, Fail},
+		{"failed", func(s *reencrypt.Summary) { s.Total.Failed, s.Total.Current = 1, 9 }, Fail},
+		{"unfinished", func(s *reencrypt.Summary) { s.Complete, s.Total.NotAttempted, s.Total.Current = false, 5, 5 }, Fail},
+	}
+	for _, c := range cases {
+		s := clean
+		c.mod(&s)
+		r, err := Verify(context.Background(), Inputs{Layers: []string{LayerConvergence}, ConvergencePass: &s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Layer(LayerConvergence).Status; got != c.want || r.Convergence == nil || r.Convergence.Total != s.Total {
+			t.Errorf("%s: layer %s (report %+v), want %s", c.name, got, r.Convergence, c.want)
+		}
 	}
 }

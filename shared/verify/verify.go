@@ -40,6 +40,10 @@ type Inputs struct {
 
 	// Convergence enables the convergence layer: it runs this engine (strategy rewrite).
 	Convergence *reencrypt.Engine
+	// ConvergencePass, instead of Convergence, is a rewrite pass already run, for example one resumed
+	// from checkpoints over several invocations (package job): the layer judges it as it would judge
+	// the pass Convergence runs. Its Total must add up the whole pass.
+	ConvergencePass *reencrypt.Summary
 
 	// APIServer enables the apiserver layer (a REST client of the cluster).
 	APIServer rest.Interface
@@ -98,7 +102,7 @@ func Verify(ctx context.Context, in Inputs) (Report, error) {
 			r.Layers = append(r.Layers, l)
 			r.Storage = scans
 		case LayerConvergence:
-			l, s := checkConvergence(ctx, in.Convergence, in.MaxNames)
+			l, s := checkConvergence(ctx, in.Convergence, in.ConvergencePass, in.MaxNames)
 			r.Layers = append(r.Layers, l)
 			r.Convergence = s
 		case LayerAPIServer:

@@ -15,11 +15,10 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"k8s.io/client-go/discovery"
-	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
-	"k8s.io/client-go/metadata"
 
+	"github.com/rekey-dev/rekey/shared/adoption"
 	"github.com/rekey-dev/rekey/shared/cluster"
+	"github.com/rekey-dev/rekey/shared/job"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
 	"github.com/rekey-dev/rekey/shared/verify"
 )
@@ -43,6 +42,9 @@ type runFlags struct {
 	force                 bool
 	etcd                  etcdFlags
 	adoption              adoptionFlags
+	verify                bool
+	trailEndpoint         string
+	auditRole, auditUser  string
 }
 
 func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -80,6 +82,10 @@ suspicious; 2 usage, configuration or permission error.`,
 	fs.BoolVar(&f.force, "force", false, "run even when the KMS key check fails (the key is disabled, pending deletion or unusable)")
 	f.etcd.register(fs)
 	f.adoption.register(fs)
+	fs.BoolVar(&f.verify, "verify", false, "after a complete pass, run the verifier (kms and audit with --kms-key-id, storage with --etcd-endpoints, convergence, apiserver) and exit 1 unless it passes")
+	fs.StringVar(&f.trailEndpoint, "actiontrail-endpoint", "", "with --verify: ActionTrail endpoint host[:port] (default the region's VPC endpoint)")
+	fs.StringVar(&f.auditRole, "audit-role", verify.DefaultAuditRole, "with --verify: RAM role the cluster's KMS plugin assumes (the identity expected in ActionTrail)")
+	fs.StringVar(&f.auditUser, "audit-user", "", "with --verify: RAM user the cluster's KMS plugin calls KMS as, instead of --audit-role")
 	return cmd
 }
 
@@ -135,29 +141,21 @@ func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := f.adoption.validate(); err != nil {
+		return err
+	}
 	if f.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
-	if err := f.checkKey(ctx, stderr); err != nil {
+	kmsClient, kmsCfg, err := f.kms.client(os.Getenv)
+	if err != nil {
 		return err
 	}
 	cfg, err := cluster.Load(cluster.Connection{Kubeconfig: f.kubeconfig, Context: f.context, QPS: f.qps, Burst: f.burst, UserAgent: "rekey"})
 	if err != nil {
 		return err
-	}
-	disco, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("discovery client: %w", err)
-	}
-	version, err := cluster.ServerVersion(ctx, disco)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", cfg.Host, err)
-	}
-	targets, err := cluster.ResolveTargets(disco, f.resources)
-	if err != nil {
-		return &usageError{err}
 	}
 	etcdKV, err := f.etcd.client()
 	if err != nil {
@@ -166,80 +164,68 @@ func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
 	if etcdKV != nil {
 		defer etcdKV.Close()
 	}
-	decision, err := decideStrategy(ctx, strategy, version, targets, kvOrNil(etcdKV), f.etcd.prefix, disco.RESTClient(), stderr)
-	if err != nil {
-		return err
+	mode, _ := adoption.ParseKind(f.adoption.mode)
+	if mode == adoption.Etcd && etcdKV == nil && f.kms.keyID != "" && !f.dryRun {
+		return usagef("--adoption etcd needs --etcd-endpoints")
 	}
-	strategy = decision.Strategy
-	rotation, err := f.knownRotation(ctx)
-	if err != nil {
-		return err
-	}
-	authz, err := authzclient.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("authorization client: %w", err)
-	}
-	if err := cluster.CheckAccess(ctx, authz, targets, f.namespaces, cluster.Verbs(f.dryRun)); err != nil {
-		return err
-	}
-	adopted, err := f.gateUnlessKMSv1(ctx, decision, cfg, kvOrNil(etcdKV), &log, stderr)
-	if err != nil {
-		return err
-	}
-	if rotation != nil && adopted != nil {
-		rotation.ProvedBefore = adopted.Direct
-	}
-	meta, err := metadata.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("metadata client: %w", err)
-	}
-	log.Info().Str("server", cfg.Host).Str("version", version).Str("strategy", string(strategy)).Msg("starting")
-
 	bar := newProgress(f.progress, stderr, f.dryRun)
-	engine, err := reencrypt.New(meta, reencrypt.Options{
-		Targets: targets, Strategy: strategy, Namespaces: f.namespaces, ExcludeNamespaces: f.excludeNS,
-		LabelSelector: f.selector, Concurrency: f.concurrency, PageSize: f.pageSize, DryRun: f.dryRun, Logger: &log,
-		OnListed: bar.grow, OnObject: bar.step, AccessCheck: reencrypt.SelfSubjectAccessReview(authz),
-	})
-	if err != nil {
-		return &usageError{err}
+	deps := job.Deps{
+		Rest: cfg, KMS: kmsClient, Etcd: kvOrNil(etcdKV), EtcdPrefix: f.etcd.prefix, EtcdEndpoints: f.etcd.endpoints, Logger: &log,
+		Adoption: job.Adoption{Mode: mode, Settle: f.adoption.settle, Timeout: f.adoption.timeout, Confirmations: f.adoption.confirmations, NoNudge: !f.adoption.nudge},
+		Say:      func(msg string) { fmt.Fprintf(stderr, "rekey: %s\n", msg) },
+		OnListed: bar.grow, OnObject: bar.step,
 	}
-	summary, runErr := engine.Run(ctx)
+	if f.verify && kmsCfg != nil {
+		if deps.Trail, err = newTrail(kmsCfg, f.trailEndpoint); err != nil {
+			return err
+		}
+		deps.AuditRole, deps.AuditUser = f.auditRole, f.auditUser
+	}
+	spec := job.Spec{
+		KeyID: f.kms.keyID, Strategy: strategy, Resources: f.resources, Namespaces: f.namespaces, ExcludeNamespaces: f.excludeNS,
+		LabelSelector: f.selector, Concurrency: f.concurrency, PageSize: f.pageSize, DryRun: f.dryRun, Force: f.force, SkipVerify: !f.verify,
+	}
+	out, err := job.Run(ctx, spec, deps)
 	bar.finish()
-	report := runReport{Summary: summary, StrategyDecision: &decision}
-	if runErr == nil {
-		v := judgePass(ctx, summary, decision, rotation, kvOrNil(etcdKV), f.etcd.prefix, targets)
-		report.Verdict = &v
+	return reportRun(stdout, f.output, out, err)
+}
+
+// reportRun prints a job's outcome as `rekey run` always has and chooses the exit status.
+func reportRun(stdout io.Writer, format string, out job.Outcome, err error) error {
+	if out.Status == job.StatusRefused {
+		return &keyError{fmt.Errorf("refusing to run: %s (pass --force to run anyway)", out.Reason)}
 	}
-	if err := printGatedReport(stdout, f.output, report, adopted); err != nil {
+	if out.Summary == nil {
+		if err != nil {
+			return err
+		}
+		var se *job.SpecError
+		if errors.As(out.Err, &se) {
+			return &usageError{out.Err}
+		}
+		if out.Err != nil {
+			return out.Err
+		}
+		return fmt.Errorf("the job ended %s before its pass: %s", out.Status, out.Reason)
+	}
+	report := runReport{Summary: *out.Summary, StrategyDecision: out.Strategy, Verdict: out.Verdict}
+	if err := printGatedReport(stdout, format, report, out.Adoption, out.Verify); err != nil {
 		return err
 	}
-	if runErr != nil {
-		return fmt.Errorf("run stopped: %w", runErr)
+	if !out.Summary.Complete {
+		cause := out.Err
+		if cause == nil {
+			cause = err
+		}
+		return fmt.Errorf("run stopped: %w", cause)
 	}
-	if !summary.OK() || report.Verdict.Suspicious() {
+	if err != nil {
+		return err
+	}
+	if out.Status != job.StatusDone {
 		return &exitError{code: ExitFailed}
 	}
 	return nil
-}
-
-// checkKey refuses to start when the KMS key cannot serve the API server: rewriting Secrets would
-// then fail or, worse, be what turns a disabled key into an outage.
-func (f *runFlags) checkKey(ctx context.Context, stderr io.Writer) error {
-	c, _, err := f.kms.client(os.Getenv)
-	if err != nil || c == nil {
-		return err
-	}
-	l, _ := verify.CheckKey(ctx, c, f.kms.keyID)
-	if l.Status != verify.Fail {
-		return nil
-	}
-	reasons := strings.Join(l.Problems, "; ")
-	if f.force {
-		fmt.Fprintf(stderr, "rekey: warning: KMS key check failed, running anyway (--force): %s\n", reasons)
-		return nil
-	}
-	return &keyError{fmt.Errorf("refusing to run: %s (pass --force to run anyway)", reasons)}
 }
 
 // keyError reports a KMS key that cannot serve the cluster (exit 2: a configuration problem).

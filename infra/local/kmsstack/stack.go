@@ -43,6 +43,11 @@ type Options struct {
 	Dir string
 	// StatusInterval is how often the plugin refreshes the key's primary version (default 1s).
 	StatusInterval time.Duration
+	// Credentials are accepted by the KMS API besides the stack's own (a function's role, say).
+	Credentials []kmsapi.Credential
+	// OnRecord, when set, receives every ActionTrail record of the KMS API (kmsapi.Options.OnRecord:
+	// it must return quickly and must not call the KMS API).
+	OnRecord func(kmsapi.Record)
 }
 
 // Stack is a running KMS API stand-in and KMS v2 plugin.
@@ -122,7 +127,9 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 
 func (s *Stack) serveKMS(ln net.Listener) error {
 	admin, plugin := credentials()
-	srv, err := kmsapi.NewServer(kmsapi.Options{Credentials: []kmsapi.Credential{admin, plugin}, StatePath: s.state, EventSource: "kms-vpc." + s.Region + ".aliyuncs.com"})
+	creds := append([]kmsapi.Credential{admin, plugin}, s.opts.Credentials...)
+	srv, err := kmsapi.NewServer(kmsapi.Options{Credentials: creds, StatePath: s.state, EventSource: "kms-vpc." + s.Region + ".aliyuncs.com",
+		OnRecord: s.opts.OnRecord})
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("kms stack: %w", err)

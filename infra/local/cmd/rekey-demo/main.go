@@ -1,10 +1,14 @@
-// Command rekey-demo runs rekey's story on the local stack (make demo).
+// Command rekey-demo tells rekey's stories on the local stack (make demo): the serverless one on the
+// local twin (KMS rotation event -> rotation function -> job -> off-peak tick -> re-encryption ->
+// verifier PASS; DisableKey -> alert), and the CLI one (rekey verify FAIL, rekey run, rekey verify
+// PASS). It exits non-zero when any step fails.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,13 +18,45 @@ import (
 
 func main() {
 	cfg := demo.Config{Out: os.Stdout, Err: os.Stderr}
-	flag.StringVar(&cfg.Rekey, "rekey", "bin/rekey", "path of the rekey binary")
+	var story string
+	var functionLogs bool
+	flag.StringVar(&story, "story", "all", "which story: serverless, cli or all")
+	flag.StringVar(&cfg.Rekey, "rekey", "bin/rekey", "path of the rekey binary (cli story)")
 	flag.IntVar(&cfg.Secrets, "secrets", 2000, "number of Secrets to create")
+	flag.BoolVar(&functionLogs, "function-logs", false, "print what the functions log (serverless story)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := demo.Run(ctx, cfg); err != nil {
+	if err := run(ctx, story, cfg, functionLogs); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, story string, cfg demo.Config, functionLogs bool) error {
+	var fnLog io.Writer
+	if functionLogs {
+		fnLog = os.Stderr
+	}
+	serverless := func() error {
+		fmt.Fprintln(cfg.Out, "=== the serverless story: Function Compute + EventBridge on the local twin")
+		return demo.Serverless(ctx, demo.ServerlessConfig{Secrets: cfg.Secrets, Out: cfg.Out, FunctionLog: fnLog})
+	}
+	cli := func() error {
+		fmt.Fprintln(cfg.Out, "\n=== the CLI story: rekey verify, rekey run, rekey verify")
+		return demo.Run(ctx, cfg)
+	}
+	switch story {
+	case "serverless":
+		return serverless()
+	case "cli":
+		return cli()
+	case "all":
+		if err := serverless(); err != nil {
+			return err
+		}
+		return cli()
+	default:
+		return fmt.Errorf("rekey-demo: -story %q: want serverless, cli or all", story)
 	}
 }

@@ -1,0 +1,89 @@
+package twin
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// RBACFile is the RBAC of the functions, relative to the repository root: the twin applies it and
+// nothing else for the functions' identity.
+const RBACFile = "infra/rbac/rekey-function.yaml"
+
+// FunctionUser is the Kubernetes user infra/rbac/rekey-function.yaml binds; the CS stand-in's
+// kubeconfig authenticates as it.
+const FunctionUser = "rekey-function"
+
+// ApplyRBAC creates every object of the RBAC file at path (Namespaces, ClusterRoles,
+// ClusterRoleBindings, Roles, RoleBindings) with cs; an object that already exists is left as is.
+// Any other kind is an error: the file is meant to grant exactly what it lists.
+func ApplyRBAC(ctx context.Context, cs kubernetes.Interface, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("apply rbac: %w", err)
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("apply rbac %s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			continue
+		}
+		obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			return fmt.Errorf("apply rbac %s: decode: %w", path, err)
+		}
+		var name string
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			name = o.Name
+			_, err = cs.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			name = o.Name
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			name = o.Name
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			name = o.Namespace + "/" + o.Name
+			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			name = o.Namespace + "/" + o.Name
+			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		default:
+			return fmt.Errorf("apply rbac %s: unexpected kind %s", path, gvk)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("apply rbac %s: create %s %s: %w", path, gvk.Kind, name, err)
+		}
+	}
+}
+
+// stripComments drops YAML comment lines, so that a document of comments only counts as empty.
+func stripComments(doc []byte) []byte {
+	var out []byte
+	for line := range bytes.Lines(doc) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] == '#' {
+			continue
+		}
+		out = append(out, line...)
+	}
+	return out
+}

@@ -1,0 +1,47 @@
+package handler
+
+import (
+	"context"
+
+	"k8s.io/utils/clock"
+
+	"github.com/rekey-dev/rekey/shared/actiontrail"
+	"github.com/rekey-dev/rekey/shared/config"
+	"github.com/rekey-dev/rekey/shared/job"
+	"github.com/rekey-dev/rekey/shared/kms"
+	"github.com/rekey-dev/rekey/shared/reencrypt"
+)
+
+// JobRunner returns the RunJob of production: job.Run, checkpointed in the cluster's state under
+// its Lease, with the configuration's strategy, concurrency and settle delay. trail may be nil
+// (no audit layer).
+func JobRunner(cfg config.Config, k kms.Client, trail actiontrail.Lookuper, clk clock.WithTicker) RunJob {
+	return func(ctx context.Context, req JobRequest) (JobOutcome, error) {
+		spec := job.Spec{
+			Cluster:     req.Job.Cluster,
+			KeyID:       req.Job.Key,
+			Version:     req.Job.Version,
+			Reason:      req.Job.Reason,
+			Strategy:    reencrypt.Strategy(cfg.Strategy),
+			Concurrency: cfg.Concurrency,
+		}
+		deps := job.Deps{
+			Rest:       req.Cluster.Rest,
+			KMS:        k,
+			State:      req.Cluster.Store,
+			Holder:     req.Holder,
+			Logger:     req.Logger,
+			Clock:      clk,
+			Adoption:   job.Adoption{Settle: cfg.Settle},
+			StopMargin: req.StopMargin,
+		}
+		if trail != nil {
+			deps.Trail = trail
+		}
+		out, err := job.Run(ctx, spec, deps)
+		if err != nil {
+			return JobOutcome{}, err
+		}
+		return JobOutcome{Status: Status(out.Status), Reason: out.Reason, VerifiedVersion: out.VerifiedVersion, Detail: out}, nil
+	}
+}

@@ -1,0 +1,162 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/rekey-dev/rekey/shared/state"
+)
+
+// ClusterRun is what an invocation did on one cluster.
+type ClusterRun struct {
+	Cluster string `json:"cluster"`
+	// Status summarises the cluster: the status of its last job, "idle" when no job was due, or
+	// "error" when the cluster could not be worked on.
+	Status string `json:"status"`
+	// Reason says why, in words.
+	Reason string `json:"reason,omitempty"`
+	// Jobs are the jobs run, in order.
+	Jobs []JobResult `json:"jobs,omitempty"`
+	// Waiting counts pending jobs whose notBefore has not passed.
+	Waiting int `json:"waiting,omitempty"`
+}
+
+// JobResult is one job run.
+type JobResult struct {
+	ID      string     `json:"id"`
+	Key     string     `json:"key"`
+	Version string     `json:"version,omitempty"`
+	Outcome JobOutcome `json:"outcome"`
+	// Completed lists the pending jobs the verified version satisfied (removed from the state),
+	// the job itself included.
+	Completed []string `json:"completed,omitempty"`
+	Error     string   `json:"error,omitempty"`
+}
+
+// Cluster statuses besides the job statuses.
+const (
+	clusterIdle    = "idle"
+	clusterError   = "error"
+	clusterSkipped = "skipped"
+)
+
+// runDue runs the due jobs of every cluster, one cluster at a time: a cluster whose Lease another
+// invocation holds (busy) is left to it. It stops starting work when less than two stop margins
+// remain before ctx's deadline. The error joins the transient faults met; the runs say what
+// happened to every cluster in any case.
+func (h *base) runDue(ctx context.Context, o *opened, holder string, margin time.Duration, log *zerolog.Logger) ([]ClusterRun, error) {
+	var (
+		runs    []ClusterRun
+		faults  []error
+		stopped bool
+	)
+	for _, id := range o.order {
+		run := ClusterRun{Cluster: id}
+		if stopped {
+			run.Status, run.Reason = clusterSkipped, "the invocation's deadline is near"
+			runs = append(runs, run)
+			continue
+		}
+		err := h.runCluster(ctx, o.clusters[id], holder, margin, &run, log)
+		if err != nil {
+			run.Status, run.Reason = clusterError, err.Error()
+			if transient(err) {
+				faults = append(faults, err)
+			}
+		}
+		runs = append(runs, run)
+		if run.Status == string(StatusPartial) || run.Status == clusterSkipped {
+			stopped = true
+		}
+	}
+	return runs, errors.Join(faults...)
+}
+
+// runCluster runs the due jobs of one cluster, earliest notBefore first, re-reading the pending
+// jobs after each completed one (a completed job may satisfy others).
+func (h *base) runCluster(ctx context.Context, c Cluster, holder string, margin time.Duration, run *ClusterRun, log *zerolog.Logger) error {
+	target, ok := h.deps.Config.Target(c.ID)
+	if !ok {
+		return fmt.Errorf("cluster %s is not configured", c.ID)
+	}
+	tried := map[string]bool{}
+	run.Status = clusterIdle
+	for {
+		pending, err := c.Store.Pending(ctx)
+		if err != nil {
+			return fmt.Errorf("pending jobs of cluster %s: %w", c.ID, err)
+		}
+		now := h.deps.Clock.Now()
+		var next *state.JobRecord
+		run.Waiting = 0
+		for i := range pending {
+			switch {
+			case tried[pending[i].ID]:
+			case pending[i].NotBefore.After(now):
+				run.Waiting++
+			case next == nil:
+				next = &pending[i]
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < 2*margin {
+			run.Status, run.Reason = clusterSkipped, "the invocation's deadline is near"
+			return nil
+		}
+		tried[next.ID] = true
+		res := JobResult{ID: next.ID, Key: next.Key, Version: next.Version}
+		out, err := h.deps.Run(ctx, JobRequest{Job: *next, Target: target, Cluster: c, Holder: holder, StopMargin: margin, Logger: log})
+		if err != nil {
+			res.Error = err.Error()
+			run.Jobs = append(run.Jobs, res)
+			return fmt.Errorf("job %s on cluster %s: %w", next.ID, c.ID, err)
+		}
+		res.Outcome = out
+		run.Status, run.Reason = string(out.Status), out.Reason
+		ev := log.Info()
+		if out.Status != StatusDone && out.Status != StatusBusy && out.Status != StatusPartial {
+			ev = log.Warn()
+		}
+		ev.Str("cluster", c.ID).Str("job", next.ID).Str("status", string(out.Status)).Str("verifiedVersion", out.VerifiedVersion).Msg("job: " + out.Reason)
+		switch out.Status {
+		case StatusDone:
+			if out.VerifiedVersion == "" {
+				run.Jobs = append(run.Jobs, res)
+				return fmt.Errorf("job %s on cluster %s: done without a verified version", next.ID, c.ID)
+			}
+			// The job records its verified version itself (state.Store.Complete); should it still
+			// be pending, complete it here, so that it is never run again.
+			after, err := c.Store.Pending(ctx)
+			if err == nil && slices.ContainsFunc(after, func(j state.JobRecord) bool { return j.ID == next.ID }) {
+				_, err = c.Store.Complete(ctx, *next, out.VerifiedVersion)
+				if err == nil {
+					after, err = c.Store.Pending(ctx)
+				}
+			}
+			if err != nil {
+				res.Error = err.Error()
+				run.Jobs = append(run.Jobs, res)
+				return fmt.Errorf("complete job %s on cluster %s: %w", next.ID, c.ID, err)
+			}
+			for _, j := range pending {
+				if !slices.ContainsFunc(after, func(a state.JobRecord) bool { return a.ID == j.ID }) {
+					res.Completed = append(res.Completed, j.ID)
+				}
+			}
+			run.Jobs = append(run.Jobs, res)
+			continue
+		default:
+			// busy: another invocation works on this cluster; partial: the deadline came;
+			// refused, failed, suspicious: the next job of this cluster would meet the same.
+			run.Jobs = append(run.Jobs, res)
+			return nil
+		}
+	}
+}

@@ -1,0 +1,434 @@
+package job
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rekey-dev/rekey/shared/policy"
+	"github.com/rekey-dev/rekey/shared/reencrypt"
+	"github.com/rekey-dev/rekey/shared/state"
+	"github.com/rekey-dev/rekey/shared/verify"
+)
+
+// Checkpoint notes (state.Checkpoint.Notes) the job keeps.
+const (
+	// NotePrimary is the key version the job is bringing objects to; a checkpoint for another
+	// primary (the key rotated again) is started over.
+	NotePrimary = "primary"
+	// NoteGated is the version the adoption gate proved adopted; NoteProved is "true" when that
+	// proof was direct evidence.
+	NoteGated  = "gated"
+	NoteProved = "proved"
+	// NoteStrategy is the strategy of the pass, kept across invocations.
+	NoteStrategy = "strategy"
+	// NotePass holds the finished pass's totals (JSON reencrypt.Counts) during convergence.
+	NotePass = "pass"
+	// NoteConverged is "true" once the convergence pass completed without rewriting anything.
+	NoteConverged = "converged"
+)
+
+// checkpointed is a job with State: under the cluster's Lease, resumable from its checkpoint, and
+// done only when a full pass and the verifier passed.
+func (r *runner) checkpointed(ctx context.Context) (Outcome, error) {
+	st := r.deps.State
+	jobID := state.JobID(st.Cluster(), r.spec.KeyID, r.spec.Version)
+	out := Outcome{Job: jobID}
+	lease, ok, err := st.TryAcquire(ctx, r.deps.Holder, r.deps.LeaseDuration)
+	if err != nil {
+		out.Status, out.Err, out.Reason = StatusPartial, err, err.Error()
+		return out, fmt.Errorf("job %s: %w", jobID, err)
+	}
+	if !ok {
+		info := lease.Info()
+		out.Status, out.Lease, out.Reason = StatusBusy, &info, "already running: "+lease.String()
+		return out, nil
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopRenewing := r.renew(wctx, lease, cancel)
+	defer func() {
+		stopRenewing()
+		rctx, c := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+		defer c()
+		if err := lease.Release(rctx); err != nil {
+			r.log.Warn().Err(err).Msg("release the run lease")
+		}
+	}()
+	margin := r.margin(ctx)
+	sctx, scancel := context.WithCancel(wctx)
+	if dl, ok := ctx.Deadline(); ok && margin > 0 {
+		sctx, scancel = context.WithDeadlineCause(wctx, dl.Add(-margin), fmt.Errorf("%w (%s before it)", reencrypt.ErrStopped, margin))
+	}
+	defer scancel()
+
+	if o, err := r.connect(sctx); o != nil || err != nil {
+		o2 := deref(o)
+		o2.Job = jobID
+		return o2, err
+	}
+	d, err := r.decideStrategy(sctx)
+	if err != nil {
+		o := failedOutcome(err)
+		o.Job = jobID
+		return *o, nil
+	}
+	out.Strategy = &d
+	rot, err := r.rotation(sctx)
+	if err != nil {
+		out.Status, out.Err, out.Reason = StatusPartial, err, err.Error()
+		return out, err
+	}
+	cp, err := st.OpenCheckpoint(wctx, jobID, r.deps.Holder, state.CheckpointOptions{Interval: r.deps.CheckpointInterval})
+	if err != nil {
+		out.Status, out.Err, out.Reason = StatusPartial, err, err.Error()
+		return out, err
+	}
+	t := r.track(cp, cancel)
+	out.Phase = t.cur.Phase
+
+	if t.cur.Notes[NoteGated] != r.primary && r.gateNeeded(d) {
+		ev, err := r.gate(sctx)
+		if err != nil {
+			return r.gateFailed(sctx, out, err), nil
+		}
+		out.Adoption = ev
+		t.note(NoteGated, r.primary)
+		t.note(NoteProved, strconv.FormatBool(ev.Direct))
+	}
+	if rot != nil {
+		rot.ProvedBefore = t.cur.Notes[NoteProved] == "true"
+	}
+	strategy := d.Strategy
+	if s := t.cur.Notes[NoteStrategy]; s != "" && t.cur.Phase == state.PhasePass && !t.start() {
+		strategy = reencrypt.Strategy(s)
+	}
+	t.note(NoteStrategy, string(strategy))
+
+	if t.cur.Phase == state.PhasePass {
+		s, err := r.resumable(wctx, t, strategy, margin, true)
+		out.Summary = &s
+		if err != nil {
+			return r.interrupted(ctx, wctx, t, out, err)
+		}
+		total := t.base.Plus(s.Total)
+		if total.Failed > 0 {
+			t.restart(state.PhasePass)
+			out.Status, out.Reason = StatusFailed, fmt.Sprintf("%d objects failed in the pass; the job starts over on its next invocation", total.Failed)
+			return r.settle(ctx, t, out)
+		}
+		v := r.judge(sctx, strategy, total, &d, rot)
+		out.Verdict = &v
+		if v.Suspicious() {
+			t.restart(state.PhasePass)
+			out.Status, out.Reason = StatusSuspicious, v.Message
+			return r.settle(ctx, t, out)
+		}
+		b, _ := json.Marshal(total)
+		t.startPhase(state.PhaseConvergence)
+		t.note(NotePass, string(b))
+		if err := t.flush(wctx); err != nil {
+			return r.interrupted(ctx, wctx, t, out, err)
+		}
+		r.log.Info().Int64("rewritten", total.Rewritten).Int64("listed", total.Listed).Msg("pass complete; convergence next")
+	}
+
+	for restarts := 0; t.cur.Notes[NoteConverged] != "true"; {
+		s, err := r.resumable(wctx, t, reencrypt.Rewrite, margin, false)
+		out.Convergence = &s
+		if s.Total.Rewritten > 0 {
+			// Convergence is one full pass that rewrote nothing: this one is not.
+			restarts++
+			r.say(false, "convergence pass rewrote %d objects: starting it again from the top", s.Total.Rewritten)
+			t.startPhase(state.PhaseConvergence)
+			if err == nil && restarts >= maxConvergenceRestarts {
+				err = fmt.Errorf("%w: the convergence pass rewrote objects %d times in a row", reencrypt.ErrStopped, restarts)
+			}
+		}
+		if err != nil {
+			return r.interrupted(ctx, wctx, t, out, err)
+		}
+		if s.Total.Rewritten > 0 {
+			continue
+		}
+		total := t.base.Plus(s.Total)
+		if total.Failed > 0 {
+			t.restart(state.PhasePass)
+			out.Status, out.Reason = StatusFailed, fmt.Sprintf("%d objects failed in the convergence pass; the job starts over on its next invocation", total.Failed)
+			return r.settle(ctx, t, out)
+		}
+		t.complete(total)
+		if err := t.flush(wctx); err != nil {
+			return r.interrupted(ctx, wctx, t, out, err)
+		}
+	}
+
+	if err := sctx.Err(); err != nil {
+		return r.interrupted(ctx, wctx, t, out, context.Cause(sctx))
+	}
+	conv := &reencrypt.Summary{Strategy: reencrypt.Rewrite, Complete: true, Total: t.cur.Counts,
+		Resources: []reencrypt.ResourceSummary{{Resource: "all", Counts: t.cur.Counts}}}
+	report, err := r.verifier(sctx, conv)
+	if err != nil {
+		if sctx.Err() != nil {
+			return r.interrupted(ctx, wctx, t, out, context.Cause(sctx))
+		}
+		o, err := verifierFailed(out, err)
+		o.Checkpoint, o.Phase = t.snapshot(), t.cur.Phase
+		return o, err
+	}
+	out.Verify = &report
+	if report.Verdict != verify.Pass {
+		t.restart(state.PhasePass)
+		out.Status, out.Reason = StatusFailed, "the verifier FAILs: "+verifyProblems(report)+"; the job starts over on its next invocation"
+		return r.settle(ctx, t, out)
+	}
+	if r.spec.KeyID != "" {
+		job := state.JobRecord{Job: policy.Job{Cluster: st.Cluster(), Key: r.spec.KeyID, Version: r.spec.Version, Reason: r.spec.Reason}, ID: jobID}
+		if _, err := st.Complete(wctx, job, r.primary); err != nil {
+			out.Status, out.Err, out.Reason = StatusPartial, err, err.Error()
+			return out, fmt.Errorf("record the verified version: %w", err)
+		}
+		out.VerifiedVersion = r.primary
+	} else if err := st.DeleteCheckpoint(wctx, jobID); err != nil {
+		out.Status, out.Err, out.Reason = StatusPartial, err, err.Error()
+		return out, err
+	}
+	out.Status, out.Phase = StatusDone, state.PhaseConvergence
+	out.Reason = fmt.Sprintf("every object re-encrypted and verified (%s)", orNone(r.primary))
+	r.log.Info().Str("job", jobID).Str("version", r.primary).Msg("job done")
+	return out, nil
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "no key"
+	}
+	return "key version " + v
+}
+
+// margin is the stop margin of a checkpointed job: Deps.StopMargin, or DefaultStopMargin capped
+// at a third of the time left.
+func (r *runner) margin(ctx context.Context) time.Duration {
+	if r.deps.StopMargin > 0 {
+		return r.deps.StopMargin
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	return min(DefaultStopMargin, time.Until(dl)/3)
+}
+
+// renew renews the Lease every third of its duration until the returned stop is called; losing it
+// cancels the job with the cause.
+func (r *runner) renew(ctx context.Context, lease *state.Lease, cancel context.CancelCauseFunc) (stop func()) {
+	tk := r.deps.Clock.NewTicker(r.deps.LeaseDuration / 3)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tk.C():
+				if err := lease.Renew(ctx); err != nil {
+					if errors.Is(err, state.ErrLeaseLost) {
+						r.log.Warn().Err(err).Msg("lost the run lease; stopping")
+						cancel(err)
+						return
+					}
+					r.log.Warn().Err(err).Msg("renew the run lease")
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		tk.Stop()
+		wg.Wait()
+	}
+}
+
+// resumable runs one engine pass from the checkpoint's position, saving the checkpoint as pages
+// complete. withHooks passes the progress callbacks (the main pass only).
+func (r *runner) resumable(ctx context.Context, t *tracker, strategy reencrypt.Strategy, margin time.Duration, withHooks bool) (reencrypt.Summary, error) {
+	pos := t.position()
+	e, err := r.engine(strategy, func(o *reencrypt.Options) {
+		o.Resume, o.OnPage, o.StopMargin = &pos, t.onPage(ctx), margin
+		if withHooks {
+			o.OnListed, o.OnObject = r.deps.OnListed, r.deps.OnObject
+		}
+	})
+	if err != nil {
+		return reencrypt.Summary{}, err
+	}
+	r.log.Info().Str("phase", string(t.cur.Phase)).Str("strategy", string(strategy)).Str("resource", pos.Resource).
+		Str("namespace", pos.Namespace).Bool("resumed", !pos.IsStart()).Msg("pass starting")
+	return e.Run(ctx)
+}
+
+// interrupted ends an invocation that stopped: it flushes the checkpoint (unless another holder
+// took the job over) and classifies the cause.
+func (r *runner) interrupted(ctx, wctx context.Context, t *tracker, out Outcome, err error) (Outcome, error) {
+	if cause := context.Cause(wctx); cause != nil && (errors.Is(cause, state.ErrLeaseLost) || errors.Is(cause, state.ErrCheckpointTaken)) {
+		err = cause
+	}
+	if errors.Is(err, state.ErrLeaseLost) || errors.Is(err, state.ErrCheckpointTaken) {
+		out.Status, out.Err, out.Reason = StatusBusy, err, "another invocation took the job over: "+err.Error()
+		return out, nil
+	}
+	out, retErr := stopped(out, err)
+	var se *SpecError
+	if errors.As(err, &se) {
+		out.Status = StatusFailed
+	}
+	o, ferr := r.settle(ctx, t, out)
+	if ferr != nil {
+		return o, ferr
+	}
+	if o.Status == StatusPartial && retErr == nil {
+		o.Reason = fmt.Sprintf("stopped before the deadline in phase %s; the next invocation resumes from the checkpoint (%s)", t.cur.Phase, err)
+	}
+	return o, retErr
+}
+
+// settle flushes the checkpoint at the end of an invocation, with a context of its own (ctx may
+// have ended), and puts it in the outcome.
+func (r *runner) settle(ctx context.Context, t *tracker, out Outcome) (Outcome, error) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	if err := t.flush(fctx); err != nil {
+		if errors.Is(err, state.ErrCheckpointTaken) {
+			out.Status, out.Err, out.Reason = StatusBusy, err, "another invocation took the job over: "+err.Error()
+			return out, nil
+		}
+		return out, fmt.Errorf("save the checkpoint: %w", err)
+	}
+	out.Checkpoint, out.Phase = t.snapshot(), t.cur.Phase
+	return out, nil
+}
+
+// tracker keeps this invocation's view of the job's checkpoint.
+type tracker struct {
+	r      *runner
+	cp     *state.Checkpointer
+	cancel context.CancelCauseFunc
+
+	mu   sync.Mutex
+	cur  state.Checkpoint
+	base reencrypt.Counts // the phase's counts before the current engine run
+}
+
+// track loads the checkpoint, or starts one: when there is none, or it is for another primary
+// version (the key rotated again since), the job starts over with a pass.
+func (r *runner) track(cp *state.Checkpointer, cancel context.CancelCauseFunc) *tracker {
+	t := &tracker{r: r, cp: cp, cancel: cancel}
+	loaded, found := cp.Loaded()
+	if found && loaded.Notes[NotePrimary] == r.primary && (loaded.Phase == state.PhasePass || loaded.Phase == state.PhaseConvergence) {
+		t.cur = loaded
+		t.cur.Notes = maps.Clone(loaded.Notes)
+		if t.cur.Notes == nil {
+			t.cur.Notes = map[string]string{}
+		}
+		t.cur.Invocations++
+		t.base = loaded.Counts
+		r.log.Info().Str("phase", string(loaded.Phase)).Str("resource", loaded.Resource).Str("namespace", loaded.Namespace).
+			Int64("done", loaded.Counts.Done()).Int("invocations", loaded.Invocations).Str("holder", loaded.Holder).Msg("resuming from the checkpoint")
+		return t
+	}
+	if found {
+		r.log.Info().Str("checkpointPrimary", loaded.Notes[NotePrimary]).Str("primary", r.primary).Msg("the checkpoint is for another key version; starting over")
+	}
+	t.cur = state.Checkpoint{Phase: state.PhasePass, Notes: map[string]string{NotePrimary: r.primary}, Invocations: 1}
+	return t
+}
+
+// start reports whether the phase starts from the top in this invocation.
+func (t *tracker) start() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cur.Resource == "" && t.cur.Continue == "" && t.cur.Counts == (reencrypt.Counts{})
+}
+
+func (t *tracker) note(k, v string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cur.Notes[k] = v
+}
+
+func (t *tracker) position() reencrypt.Position {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return reencrypt.Position{Resource: t.cur.Resource, Namespace: t.cur.Namespace, Continue: t.cur.Continue}
+}
+
+// startPhase starts phase from the top, keeping the notes that hold across phases.
+func (t *tracker) startPhase(p state.Phase) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	notes := maps.Clone(t.cur.Notes)
+	delete(notes, NoteConverged)
+	if p == state.PhasePass {
+		delete(notes, NotePass)
+	}
+	t.cur = state.Checkpoint{Phase: p, Notes: notes, Invocations: 1}
+	t.base = reencrypt.Counts{}
+}
+
+// restart starts the job over from phase (its next invocation does), with a strategy decided anew.
+func (t *tracker) restart(p state.Phase) {
+	t.startPhase(p)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.cur.Notes, NoteStrategy)
+}
+
+// complete records a convergence pass that completed with total and rewrote nothing.
+func (t *tracker) complete(total reencrypt.Counts) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cur.Resource, t.cur.Namespace, t.cur.Continue = "", "", ""
+	t.cur.Counts, t.base = total, total
+	t.cur.Notes[NoteConverged] = "true"
+}
+
+func (t *tracker) snapshot() *state.Checkpoint {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cp := t.cur
+	cp.Notes = maps.Clone(t.cur.Notes)
+	return &cp
+}
+
+// onPage returns the engine's OnPage: it moves the checkpoint to the position and saves it at the
+// Checkpointer's bounded rate. Another holder's checkpoint stops the job.
+func (t *tracker) onPage(ctx context.Context) func(reencrypt.Position, reencrypt.Counts) {
+	return func(next reencrypt.Position, done reencrypt.Counts) {
+		t.mu.Lock()
+		t.cur.Resource, t.cur.Namespace, t.cur.Continue = next.Resource, next.Namespace, next.Continue
+		t.cur.Counts = t.base.Plus(done)
+		t.mu.Unlock()
+		if _, err := t.cp.Save(ctx, *t.snapshot()); err != nil {
+			if errors.Is(err, state.ErrCheckpointTaken) {
+				t.cancel(err)
+				return
+			}
+			t.r.log.Warn().Err(err).Msg("save the checkpoint")
+		}
+	}
+}
+
+// flush writes the checkpoint now.
+func (t *tracker) flush(ctx context.Context) error {
+	return t.cp.Flush(ctx, *t.snapshot())
+}
