@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"runtime/debug"
 
@@ -17,5 +18,14 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
-	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	stop, err := startCPUProfile(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "rekey: %v\n", err)
+		os.Exit(cli.ExitUsage)
+	}
+	code := cli.Main(os.Args[1:], os.Stdout, os.Stderr)
+	if err := stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "rekey: %v\n", err)
+	}
+	os.Exit(code)
 }

@@ -33,6 +33,9 @@ type Deps struct {
 	Clock clock.PassiveClock
 	// Logger receives one line per decision, per job and per invocation (default: discard).
 	Logger *zerolog.Logger
+	// CountSecrets counts a cluster's Secrets for the critical KMS alerts (default CountSecrets:
+	// one bounded LIST; see dependents.go).
+	CountSecrets SecretCounter
 }
 
 func (d Deps) validate() error {
@@ -56,6 +59,9 @@ func (d *Deps) defaults() {
 	if d.Logger == nil {
 		l := zerolog.Nop()
 		d.Logger = &l
+	}
+	if d.CountSecrets == nil {
+		d.CountSecrets = CountSecrets
 	}
 }
 

@@ -24,4 +24,10 @@
 // Jobs run through RunJob (shared/job's Run in production: KMS guard, adoption gate, engine pass,
 // verifier, each checkpointed; it takes the cluster's Lease and reports busy when another
 // invocation holds it).
+//
+// A critical KMS alert (DisableKey, ScheduleKeyDeletion, DeleteKeyMaterial) carries, per cluster at
+// risk, the Secrets that depend on the key (Notice.DependentObjects, also in its Impact): a bounded
+// count from the API server and what the state knows of older versions (dependents.go). A panic
+// while working on one cluster (or checking one key's version) is that cluster's error; the
+// others still run.
 package handler

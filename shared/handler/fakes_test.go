@@ -47,6 +47,9 @@ type env struct {
 	notifier *fakeNotifier
 	runner   *fakeRunner
 	logs     *bytes.Buffer
+	// secrets and countErr answer CountSecrets per cluster (0 when not set).
+	secrets  map[string]int64
+	countErr map[string]error
 }
 
 func newEnv(t *testing.T, vars map[string]string) *env {
@@ -80,7 +83,15 @@ func newEnv(t *testing.T, vars map[string]string) *env {
 
 func (e *env) deps() Deps {
 	l := zerolog.New(e.logs)
-	return Deps{Config: e.cfg, KMS: e.kms, Clusters: e, Notifier: e.notifier, Run: e.runner.run, Clock: e.clock, Logger: &l}
+	return Deps{Config: e.cfg, KMS: e.kms, Clusters: e, Notifier: e.notifier, Run: e.runner.run, Clock: e.clock, Logger: &l, CountSecrets: e.countSecrets}
+}
+
+// countSecrets is the fake SecretCounter.
+func (e *env) countSecrets(_ context.Context, c Cluster) (int64, error) {
+	if err := e.countErr[c.ID]; err != nil {
+		return -1, err
+	}
+	return e.secrets[c.ID], nil
 }
 
 // Open implements ClusterOpener.

@@ -24,6 +24,9 @@ func JobRunner(cfg config.Config, k kms.Client, trail actiontrail.Lookuper, clk 
 			Reason:      req.Job.Reason,
 			Strategy:    reencrypt.Strategy(cfg.Strategy),
 			Concurrency: cfg.Concurrency,
+			// Off-peak mode runs jobs only inside REKEY_WINDOW, the maintenance window: full
+			// speed. Immediate mode runs them at any hour: adaptive (package pace).
+			MaxSpeed: cfg.RunMode == config.RunOffPeak,
 		}
 		deps := job.Deps{
 			Rest:       req.Cluster.Rest,

@@ -9,6 +9,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/alicloud"
 	"github.com/rekey-dev/rekey/shared/events"
 	"github.com/rekey-dev/rekey/shared/kms"
+	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/policy"
 )
 
@@ -143,7 +144,7 @@ func (h *OffPeak) checkVersions(ctx context.Context, o *opened) ([]KeyCheck, []e
 		}
 		m := md[t.Key]
 		kc.State, kc.Primary = m.State, m.PrimaryKeyVersion
-		if err := h.checkOne(ctx, o, t.Cluster, t.Key, m, &kc); err != nil {
+		if err := h.checkOneContained(ctx, o, t.Cluster, t.Key, m, &kc); err != nil {
 			kc.Result, kc.Reason = checkError, err.Error()
 			if transient(err) {
 				faults = append(faults, err)
@@ -152,6 +153,15 @@ func (h *OffPeak) checkVersions(ctx context.Context, o *opened) ([]KeyCheck, []e
 		out = append(out, kc)
 	}
 	return out, faults
+}
+
+// checkOneContained is checkOne, with a panic failing this target's check only.
+func (h *OffPeak) checkOneContained(ctx context.Context, o *opened, cluster, key string, m kms.KeyMetadata, kc *KeyCheck) (err error) {
+	defer panics.Recover("version check of cluster "+cluster, func(e *panics.Error) {
+		h.deps.Logger.Error().Str("cluster", cluster).Str("panic", e.Value).Str("stack", string(e.Stack)).Msg("the version check panicked")
+		err = e
+	})
+	return h.checkOne(ctx, o, cluster, key, m, kc)
 }
 
 func (h *OffPeak) checkOne(ctx context.Context, o *opened, cluster, key string, m kms.KeyMetadata, kc *KeyCheck) error {

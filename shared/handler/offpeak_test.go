@@ -112,6 +112,7 @@ func TestOffPeakStopsAtPartialAndNearTheDeadline(t *testing.T) {
 
 	// Less than two stop margins left: nothing starts.
 	e2 := newEnv(t, nil)
+	e2.clock.SetTime(time.Now()) // the deadline is a real one: the fake clock must agree with it
 	ctx, cancel := context.WithDeadline(fcContext("tick"), e2.clock.Now().Add(1500*time.Millisecond))
 	defer cancel()
 	res, err = e2.offpeak().Handle(ctx, timerPayload(t, inWindow))

@@ -105,6 +105,9 @@ func (r *Rotation) Handle(ctx context.Context, payload []byte) (RotationResult, 
 			}
 			st.Handled[ev.DedupKey()] = true
 			st.Pending = append(st.Pending, d.Jobs...)
+			if d.Notice != nil && rec.First && dangerous(d) {
+				r.dependents(ctx, o, d.Notice, &log) // how many Secrets depend on the key (dependents.go)
+			}
 			if d.Notice != nil {
 				if !rec.First {
 					dr.Notified = "duplicate"

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/state"
 )
 
@@ -62,7 +63,7 @@ func (h *base) runDue(ctx context.Context, o *opened, holder string, margin time
 			runs = append(runs, run)
 			continue
 		}
-		err := h.runCluster(ctx, o.clusters[id], holder, margin, &run, log)
+		err := h.runClusterContained(ctx, o.clusters[id], holder, margin, &run, log)
 		if err != nil {
 			run.Status, run.Reason = clusterError, err.Error()
 			if transient(err) {
@@ -75,6 +76,17 @@ func (h *base) runDue(ctx context.Context, o *opened, holder string, margin time
 		}
 	}
 	return runs, errors.Join(faults...)
+}
+
+// runClusterContained is runCluster, with a panic failing this cluster only: the other clusters
+// of the invocation still run (a panic would otherwise end the Function Compute instance, and the
+// invocation with it).
+func (h *base) runClusterContained(ctx context.Context, c Cluster, holder string, margin time.Duration, run *ClusterRun, log *zerolog.Logger) (err error) {
+	defer panics.Recover("cluster "+c.ID, func(e *panics.Error) {
+		log.Error().Str("cluster", c.ID).Str("panic", e.Value).Str("stack", string(e.Stack)).Msg("working on the cluster panicked; going on with the others")
+		err = e
+	})
+	return h.runCluster(ctx, c, holder, margin, run, log)
 }
 
 // runCluster runs the due jobs of one cluster, earliest notBefore first, re-reading the pending

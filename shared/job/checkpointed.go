@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/policy"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
 	"github.com/rekey-dev/rekey/shared/state"
@@ -35,10 +37,10 @@ const (
 
 // checkpointed is a job with State: under the cluster's Lease, resumable from its checkpoint, and
 // done only when a full pass and the verifier passed.
-func (r *runner) checkpointed(ctx context.Context) (Outcome, error) {
+func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 	st := r.deps.State
 	jobID := state.JobID(st.Cluster(), r.spec.KeyID, r.spec.Version)
-	out := Outcome{Job: jobID}
+	out = Outcome{Job: jobID}
 	lease, ok, err := st.TryAcquire(ctx, r.deps.Holder, r.deps.LeaseDuration)
 	if err != nil {
 		out.Status, out.Err, out.Reason = StatusPartial, err, err.Error()
@@ -51,6 +53,16 @@ func (r *runner) checkpointed(ctx context.Context) (Outcome, error) {
 	}
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	defer func() {
+		// The Lease renewal panicked (renew): whatever step that cut short, the job failed.
+		var pan *panics.Error
+		if cause := context.Cause(wctx); errors.As(cause, &pan) {
+			out.Status, out.Err, err = StatusFailed, pan, nil
+			if !strings.Contains(out.Reason, pan.Error()) {
+				out.Reason = "the job stopped: " + pan.Error()
+			}
+		}
+	}()
 	stopRenewing := r.renew(wctx, lease, cancel)
 	defer func() {
 		stopRenewing()
@@ -234,6 +246,12 @@ func (r *runner) renew(ctx context.Context, lease *state.Lease, cancel context.C
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		// A panic here must not take the process down; the job stops, since its Lease is no
+		// longer renewed.
+		defer panics.Recover("lease renewal", func(e *panics.Error) {
+			r.log.Error().Str("panic", e.Value).Str("stack", string(e.Stack)).Msg("the lease renewal panicked; stopping the job")
+			cancel(e)
+		})
 		for {
 			select {
 			case <-done:
@@ -274,7 +292,9 @@ func (r *runner) resumable(ctx context.Context, t *tracker, strategy reencrypt.S
 	}
 	r.log.Info().Str("phase", string(t.cur.Phase)).Str("strategy", string(strategy)).Str("resource", pos.Resource).
 		Str("namespace", pos.Namespace).Bool("resumed", !pos.IsStart()).Msg("pass starting")
-	return e.Run(ctx)
+	wctx, stopWatch := r.watchKey(ctx) // keywatch.go: a key disabled mid-pass stops it at once
+	defer stopWatch()
+	return e.Run(wctx)
 }
 
 // interrupted ends an invocation that stopped: it flushes the checkpoint (unless another holder

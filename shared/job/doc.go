@@ -48,4 +48,9 @@
 // failed with Outcome.Err naming the permanent cause (*SpecError, *cluster.AccessError,
 // *reencrypt.PermissionError, an adoption gate that gave up) for callers that map it to an exit
 // code. Nothing here logs or returns Secret data, key material or credentials.
+//
+// Panics: Run recovers a panic of the job (failed, reason "panic: ...", Outcome.Err a
+// *panics.Error, no error); the Lease renewal and the key watch recover theirs and stop the job
+// with it; the engine contains those of its workers (the object fails) and of its lister and
+// callbacks (the pass stops, and the job is failed).
 package job

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"github.com/rekey-dev/rekey/shared/adoption"
 	"github.com/rekey-dev/rekey/shared/cluster"
 	"github.com/rekey-dev/rekey/shared/kms"
+	"github.com/rekey-dev/rekey/shared/pace"
+	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
 	"github.com/rekey-dev/rekey/shared/state"
 	"github.com/rekey-dev/rekey/shared/storagemode"
@@ -70,6 +73,11 @@ type Spec struct {
 	// SkipVerify ends the job after the pass and its judgement, without the verifier (the CLI's
 	// `rekey run` without --verify). Ignored with Deps.State: a checkpointed job always verifies.
 	SkipVerify bool
+	// MaxSpeed patches with all Concurrency workers at once, for maintenance windows (the CLI's
+	// --max-speed; the functions in offpeak run mode, which run jobs only inside the window).
+	// Otherwise the patches in flight adapt to the API server's latency and 429s, at most
+	// Concurrency (package pace), so that other clients keep their latency.
+	MaxSpeed bool
 }
 
 // Adoption configures the adoption gate; zero values mean adoption's defaults.
@@ -201,12 +209,30 @@ func specErrorf(format string, a ...any) error { return &SpecError{fmt.Errorf(fo
 
 // Run runs one job for spec through deps: see the package documentation. The error is non-nil only
 // for transient or unexpected faults; the Outcome says everything else.
-func Run(ctx context.Context, spec Spec, deps Deps) (Outcome, error) {
+//
+// A panic in the job (rekey's code or a dependency's) is recovered: the Outcome is failed with the
+// reason "panic: ...", and the error is nil (running the same job again would meet it again).
+// Deferred clean-ups (the Lease release) run first; the checkpoint keeps its last saved position.
+func Run(ctx context.Context, spec Spec, deps Deps) (out Outcome, err error) {
 	r, err := newRunner(spec, deps)
 	if err != nil {
 		return Outcome{Status: StatusFailed, Reason: err.Error(), Err: err}, nil
 	}
+	defer panics.Recover("job on cluster "+orNoCluster(spec.Cluster), func(e *panics.Error) {
+		r.log.Error().Str("panic", e.Value).Str("stack", string(e.Stack)).Msg("the job panicked; failed")
+		out, err = Outcome{Status: StatusFailed, Reason: e.Error(), Err: e}, nil
+		if deps.State != nil {
+			out.Job = state.JobID(deps.State.Cluster(), spec.KeyID, spec.Version)
+		}
+	})
 	return r.run(ctx)
+}
+
+func orNoCluster(c string) string {
+	if c == "" {
+		return "(none)"
+	}
+	return c
 }
 
 // runner is the state of one Run.
@@ -341,6 +367,13 @@ func (r *runner) engine(strategy reencrypt.Strategy, mutate func(*reencrypt.Opti
 		Targets: r.targets, Strategy: strategy, Namespaces: r.spec.Namespaces, ExcludeNamespaces: r.spec.ExcludeNamespaces,
 		LabelSelector: r.spec.LabelSelector, Concurrency: r.spec.Concurrency, PageSize: r.spec.PageSize,
 		Logger: &r.log, AccessCheck: reencrypt.SelfSubjectAccessReview(r.authz),
+	}
+	if !r.spec.MaxSpeed && !r.spec.DryRun {
+		lim, err := pace.New(pace.Options{Max: cmp.Or(r.spec.Concurrency, reencrypt.DefaultConcurrency), Logger: &r.log})
+		if err != nil {
+			return nil, &SpecError{err}
+		}
+		opts.Pace = lim
 	}
 	if mutate != nil {
 		mutate(&opts)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
 	"github.com/rekey-dev/rekey/shared/state"
 	"github.com/rekey-dev/rekey/shared/storagemode"
@@ -43,7 +44,9 @@ func (r *runner) once(ctx context.Context) (Outcome, error) {
 		return *failedOutcome(err), nil
 	}
 	r.log.Info().Str("server", r.deps.Rest.Host).Str("version", r.version).Str("strategy", string(d.Strategy)).Msg("starting")
-	s, runErr := e.Run(ctx)
+	wctx, stopWatch := r.watchKey(ctx) // keywatch.go: a key disabled mid-pass stops it at once
+	s, runErr := e.Run(wctx)
+	stopWatch()
 	out.Summary = &s
 	if runErr != nil {
 		return stopped(out, runErr)
@@ -113,8 +116,10 @@ func (r *runner) gateFailed(ctx context.Context, out Outcome, err error) Outcome
 func stopped(out Outcome, err error) (Outcome, error) {
 	out.Err, out.Reason = err, "the pass stopped: "+err.Error()
 	var pe *reencrypt.PermissionError
+	var ku *KeyUnusableError
+	var pan *panics.Error
 	switch {
-	case errors.As(err, &pe):
+	case errors.As(err, &pe), errors.As(err, &ku), errors.As(err, &pan):
 		out.Status = StatusFailed
 	case errors.Is(err, state.ErrLeaseLost), errors.Is(err, state.ErrCheckpointTaken):
 		out.Status = StatusBusy

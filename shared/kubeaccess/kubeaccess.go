@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/rekey-dev/rekey/shared/alicloud"
 	"github.com/rekey-dev/rekey/shared/cluster"
+	"github.com/rekey-dev/rekey/shared/config"
 )
 
 // Defaults of Options.
@@ -137,12 +140,23 @@ func (s *Source) Expires(clusterID string) time.Time {
 }
 
 func (s *Source) fromFile(clusterID, path string) (entry, error) {
+	// A configuration error: name the variable that points at the file, and the fix.
+	name := config.KubeconfigVar(clusterID)
 	cfg, err := cluster.Load(cluster.Connection{Kubeconfig: path, UserAgent: s.opts.UserAgent})
 	if err != nil {
-		return entry{}, fmt.Errorf("kubeconfig of cluster %s (%s): %w", clusterID, path, err)
+		// A parse error may quote the file (a token, a key): say only whether it is missing or
+		// unreadable, or that it cannot be parsed.
+		if _, serr := os.Stat(path); serr != nil {
+			err = serr
+		} else {
+			err = errors.New("cannot be parsed as a kubeconfig (the parser's message is withheld: it may quote the file)")
+		}
+		return entry{}, fmt.Errorf("kubeconfig of cluster %s (%s=%s): %w; fix: point %s at a readable kubeconfig of that cluster, or unset it to get one from CS",
+			clusterID, name, path, err, name)
 	}
 	if err := checkTLS(cfg); err != nil {
-		return entry{}, fmt.Errorf("kubeconfig of cluster %s (%s): %w", clusterID, path, err)
+		return entry{}, fmt.Errorf("kubeconfig of cluster %s (%s=%s): %w; fix: give the kubeconfig the cluster's CA (certificate-authority-data)",
+			clusterID, name, path, err)
 	}
 	return entry{cfg: cfg}, nil
 }
@@ -178,12 +192,16 @@ func (s *Source) fromCS(ctx context.Context, clusterID string, now time.Time) (e
 	if err := checkTLS(cfg); err != nil {
 		return entry{}, fmt.Errorf("kubeconfig of cluster %s from cs: %w", clusterID, err)
 	}
+	if err := checkCS(cfg); err != nil {
+		return entry{}, fmt.Errorf("kubeconfig of cluster %s from cs: %w", clusterID, err)
+	}
 	cfg.QPS = -1 // no client-side limit, as cluster.Load: the engine bounds its own concurrency
 	cfg.UserAgent = s.opts.UserAgent
 	expires := now.Add(s.opts.Duration)
 	if resp.Expiration != "" {
 		if t, err := time.Parse(time.RFC3339, resp.Expiration); err == nil && t.Before(expires) {
-			expires = t
+			// An expiration already past (a skewed clock, a forged answer) is not cached at all.
+			expires = maxTime(t, now)
 		}
 	}
 	return entry{cfg: cfg, expires: expires}, nil
@@ -195,4 +213,24 @@ func checkTLS(cfg *rest.Config) error {
 		return errors.New("it disables TLS verification (insecure-skip-tls-verify): refused")
 	}
 	return nil
+}
+
+// checkCS refuses what an ACK kubeconfig never holds and what would turn a forged or tampered CS
+// answer into harm: a server reached over plain HTTP (the bearer token in clear) and a credential
+// plugin (exec runs a command, auth-provider calls out).
+func checkCS(cfg *rest.Config) error {
+	if u, err := url.Parse(cfg.Host); err != nil || u.Scheme != "https" || u.Host == "" {
+		return errors.New("its server is not an https:// URL: refused")
+	}
+	if cfg.ExecProvider != nil || cfg.AuthProvider != nil {
+		return errors.New("it names a credential plugin (exec or auth-provider): refused")
+	}
+	return nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

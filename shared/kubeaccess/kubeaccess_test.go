@@ -194,3 +194,23 @@ func TestNewValidatesDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestKubeconfigFileErrorsNameTheVariable: a kubeconfig file that cannot be used is a configuration
+// error, and says which REKEY_KUBECONFIG_* variable to fix and how.
+func TestKubeconfigFileErrorsNameTheVariable(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "insecure")
+	if err := os.WriteFile(bad, []byte(kubeconfig(true)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := kubeaccess.New(kubeaccess.Options{Kubeconfigs: map[string]string{"c-missing": filepath.Join(dir, "nothing-here"), "c-insecure": bad}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cluster, want := range map[string]string{"c-missing": "REKEY_KUBECONFIG_C_MISSING", "c-insecure": "REKEY_KUBECONFIG_C_INSECURE"} {
+		_, err := src.RESTConfig(context.Background(), cluster)
+		if err == nil || !strings.Contains(err.Error(), want+"=") || !strings.Contains(err.Error(), "fix: ") {
+			t.Errorf("cluster %s: %v; want an error naming %s and the fix", cluster, err, want)
+		}
+	}
+}

@@ -78,6 +78,30 @@ type Notice struct {
 	Region   string          `json:"region"`
 	// Time is when the call happened (zero when the event carried no usable time).
 	Time time.Time `json:"time"`
+	// DependentObjects says, per cluster at risk, how many objects depend on the key. Decide leaves
+	// it empty; the rotation function fills it in before a critical KMS alert is sent.
+	DependentObjects []DependentObjects `json:"dependentObjects,omitempty"`
+}
+
+// DependentObjects is what depends on a key in one cluster when an alert is sent: names and
+// counts only.
+type DependentObjects struct {
+	Cluster string `json:"cluster"`
+	// Objects counts the Secrets of the cluster: all of them are encrypted with the key (in one
+	// version or another) and become unreadable without it. -1 when they could not be counted.
+	Objects int64 `json:"objects"`
+	// OldVersions counts the Secrets still under a version older than Primary, as far as rekey
+	// knows: 0 once Primary was verified on the cluster (Verified), -1 when unknown.
+	OldVersions int64 `json:"oldVersions"`
+	// Primary is the key's primary version; Verified the version last verified on the cluster
+	// ("" when none yet), at VerifiedAt.
+	Primary    string    `json:"primary,omitempty"`
+	Verified   string    `json:"verified,omitempty"`
+	VerifiedAt time.Time `json:"verifiedAt,omitzero"`
+	// Job describes a job of the key in progress on the cluster (its checkpoint), if any.
+	Job string `json:"job,omitempty"`
+	// Source says where the counts come from and how far to trust them.
+	Source string `json:"source"`
 }
 
 // Decision is the outcome for one event.

@@ -41,14 +41,16 @@ func TestOutageStopsTheRunNamingKMS(t *testing.T) {
 	if s.Complete || !strings.Contains(s.StopReason, "KMS") || !strings.Contains(s.StopReason, "in a row") {
 		t.Fatalf("summary complete=%v stop reason %q", s.Complete, s.StopReason)
 	}
-	// 4 workers: at most MaxFailuresInARow+4 objects fail, each after 4 attempts.
-	if max := int64(30 + (MaxFailuresInARow+4)*4); patches.Load() > max {
+	// 4 workers: at most MaxFailuresInARow+4 objects fail, each after 4 attempts, plus the attempts
+	// in flight when the run stops (slack: twice that). Without the breaker: 470 objects x 4.
+	if max := int64(30 + 2*(MaxFailuresInARow+4)*4); patches.Load() > max {
 		t.Fatalf("%d patches for an outage, want at most %d", patches.Load(), max)
 	}
 	// The lister stops too: what it listed and no worker reached is not attempted; the rest was
-	// never listed.
-	if s.Total.Listed >= 500 || s.Total.NotAttempted == 0 || s.Total.Failed < MaxFailuresInARow || s.Total.Failed > MaxFailuresInARow+4 {
-		t.Fatalf("totals %+v: want %d to %d failed, the rest not attempted or not listed", s.Total, MaxFailuresInARow, MaxFailuresInARow+4)
+	// never listed. (With instant retries a success recorded late can restart the count once: the
+	// same slack as above.)
+	if s.Total.Listed >= 500 || s.Total.NotAttempted == 0 || s.Total.Failed < MaxFailuresInARow || s.Total.Failed > 2*(MaxFailuresInARow+4) {
+		t.Fatalf("totals %+v: want %d to %d failed, the rest not attempted or not listed", s.Total, MaxFailuresInARow, 2*(MaxFailuresInARow+4))
 	}
 }
 

@@ -20,4 +20,10 @@
 // done. A patch whose answer was lost but which was applied is counted Rewritten (see process).
 // Continue tokens that expire with etcd compaction are followed or, failing that, the list starts
 // again from the top and skips what it already handed on, so no object is counted twice.
+//
+// A patch answered 404 counts Deleted only when a fresh GET agrees; an object the GET still finds
+// is patched once more, then failed with a reason that says so (notfound.go). No goroutine of a
+// run can take the process down: a panic while processing an object fails that object ("panic:
+// ..."), a panic in the lister or in a caller's callback stops the run with the error, and
+// Summary.Panics counts them (panics.go).
 package reencrypt

@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/utils/clock"
 
+	"github.com/rekey-dev/rekey/shared/pace"
+	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/retry"
 )
 
@@ -54,6 +56,10 @@ type Options struct {
 	LabelSelector string
 	// Concurrency is the number of patch workers (default DefaultConcurrency).
 	Concurrency int
+	// Pace, when set, admits each patch call: it bounds the patches in flight below Concurrency
+	// and adapts the bound to the server's latency and 429s (package pace). nil: every worker
+	// patches at once (rekey's --max-speed).
+	Pace *pace.Limiter
 	// PageSize is the list page size (default DefaultPageSize).
 	PageSize int64
 	// DryRun lists and counts objects without patching any.
@@ -198,7 +204,8 @@ type run struct {
 	failures  *failureLog
 	rotation  time.Time
 	access    accessCache
-	breaker   breaker // stops the run when objects keep failing after their retries (breaker.go)
+	breaker   breaker      // stops the run when objects keep failing after their retries (breaker.go)
+	panics    atomic.Int64 // panics recovered (panics.go)
 }
 
 // Run processes every target in turn and returns the summary. The error is non-nil when the run
@@ -211,8 +218,9 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	stop, stopCancel := e.stopContext(ctx)
 	defer stopCancel()
 	start := e.opts.Clock.Now()
-	r := &run{Engine: e, ctx: ctx, fail: cancel, stop: stop, pager: &pager{report: e.opts.OnPage}, scopes: e.scopes(),
+	r := &run{Engine: e, ctx: ctx, fail: cancel, stop: stop, scopes: e.scopes(),
 		failures: &failureLog{max: e.opts.MaxFailures}, rotation: start}
+	r.pager = &pager{report: r.onPage()}
 	s := Summary{Strategy: e.opts.Strategy, DryRun: e.opts.DryRun, StartedAt: start}
 	ti, si, cont := r.resumeAt()
 	var err error
@@ -233,7 +241,7 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	if err != nil {
 		s.StopReason = err.Error()
 	}
-	s.Retries, s.Conflicts = r.retries.Load(), r.conflicts.Load()
+	s.Retries, s.Conflicts, s.Panics = r.retries.Load(), r.conflicts.Load(), r.panics.Load()
 	s.Failures, s.FailuresOmitted = r.failures.list, r.failures.omitted
 	s.finish(e.opts.Clock.Now())
 	e.log.Info().Str("strategy", string(s.Strategy)).Bool("dryRun", s.DryRun).Bool("complete", s.Complete).Int64("listed", s.Total.Listed).
@@ -314,19 +322,11 @@ func (r *run) target(ti int, t Target, si int, cont string) (ResourceSummary, er
 		go func() {
 			defer wg.Done()
 			for it := range items {
-				o := r.process(t, it)
-				if o != Failed && o != NotAttempted {
-					r.breaker.succeeded()
-				}
-				tl.record(o)
-				r.pager.finish(it.page, o)
-				if r.opts.OnObject != nil {
-					r.opts.OnObject(t.Name, o)
-				}
+				r.handle(t, it, &tl)
 			}
 		}()
 	}
-	listErr := r.list(ti, t, si, cont, items, &tl)
+	listErr := r.listContained(ti, t, si, cont, items, &tl)
 	close(items)
 	wg.Wait()
 	rs := ResourceSummary{Resource: t.Name, Counts: tl.counts()}
@@ -335,9 +335,11 @@ func (r *run) target(ti int, t Target, si int, cont string) (ResourceSummary, er
 	}
 	// The run's context ended: this target is incomplete if an object was left without an
 	// outcome, or if a worker stopped the run (a missing permission). A context that ended
-	// after the last object reached its outcome took nothing away.
+	// after the last object reached its outcome took nothing away; a callback that panicked
+	// (panics.go) stops the run whenever it happened.
 	var pe *PermissionError
-	if cause := context.Cause(r.stop); cause != nil && (rs.NotAttempted > 0 || errors.As(cause, &pe)) {
+	var pan *panics.Error
+	if cause := context.Cause(r.stop); cause != nil && (rs.NotAttempted > 0 || errors.As(cause, &pe) || errors.As(cause, &pan)) {
 		return rs, cause
 	}
 	return rs, nil
@@ -505,7 +507,7 @@ func (r *run) process(t Target, it item) Outcome {
 	}
 	api := r.client.Resource(t.GVR).Namespace(it.namespace)
 	rv := it.resourceVersion
-	mayHaveApplied := false
+	mayHaveApplied, notFoundRetried := false, false
 	for round := 0; ; round++ {
 		body, err := patchBody(r.opts.Strategy, rv, r.rotation)
 		if err != nil {
@@ -513,10 +515,16 @@ func (r *run) process(t Target, it item) Outcome {
 		}
 		var out *metav1.PartialObjectMetadata
 		err = retry.Do(r.ctx, r.opts.Retry, func(ctx context.Context) error {
+			permit, err := r.opts.Pace.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			outcome := pace.Lost // if the call panics
+			defer func() { permit.Release(outcome) }()
 			ctx, cancel := context.WithTimeout(ctx, r.opts.CallTimeout)
 			defer cancel()
-			var err error
 			out, err = api.Patch(ctx, it.name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: r.opts.FieldManager})
+			outcome = pace.OutcomeOf(err)
 			if unanswered(err) {
 				mayHaveApplied = true
 			}
@@ -531,7 +539,13 @@ func (r *run) process(t Target, it item) Outcome {
 			r.log.Debug().Str("resource", t.Name).Str("namespace", it.namespace).Str("name", it.name).Str("outcome", string(o)).Msg("object processed")
 			return o
 		case retry.NotFound:
-			return Deleted
+			// Deleted only when a fresh read agrees (notfound.go).
+			fresh, again := r.notFound(t, it, err, notFoundRetried)
+			if !again {
+				return fresh.outcome
+			}
+			rv, notFoundRetried = fresh.rv, true
+			continue
 		case retry.Denied:
 			return r.denied(t, it, "patch", err)
 		case retry.Conflict:
@@ -551,13 +565,13 @@ func (r *run) process(t Target, it item) Outcome {
 				r.fail(&PermissionError{Verb: "get", Resource: t.Name, Namespace: it.namespace, Err: gerr})
 				return r.failed(t, it, fmt.Errorf("re-read after conflict: %w", gerr))
 			default:
-				if r.ctx.Err() != nil {
+				if r.gaveUp(gerr) { // deadline.go
 					return NotAttempted
 				}
 				return r.failed(t, it, fmt.Errorf("re-read after conflict: %w", gerr))
 			}
 		default:
-			if r.ctx.Err() != nil {
+			if r.gaveUp(err) { // deadline.go
 				return NotAttempted
 			}
 			return r.failed(t, it, err)

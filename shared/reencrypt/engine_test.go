@@ -147,6 +147,10 @@ func TestDeletedObjectsAreCounted(t *testing.T) {
 	f := newFakeAPI(t, 6, "a")
 	f.hook = func(w http.ResponseWriter, r *http.Request, key string) bool {
 		if r.Method == http.MethodPatch && (key == "a/s-0002" || key == "a/s-0004") {
+			// Deleted after it was listed: the fresh GET after the 404 agrees (notfound.go).
+			f.mu.Lock()
+			delete(f.objs, key)
+			f.mu.Unlock()
 			status(w, 404, metav1.StatusReasonNotFound, "gone")
 			return true
 		}

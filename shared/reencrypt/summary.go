@@ -87,6 +87,9 @@ type Summary struct {
 	Failures []Failure `json:"failures,omitempty"`
 	// FailuresOmitted counts failed objects not listed in Failures.
 	FailuresOmitted int64 `json:"failuresOmitted,omitempty"`
+	// Panics counts panics recovered during the run: each failed its object (reason "panic: ...")
+	// or, in the lister or a callback, stopped the run.
+	Panics int64 `json:"panics,omitempty"`
 }
 
 // OK reports whether the run was complete and every object ended rewritten, current or deleted.

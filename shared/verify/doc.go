@@ -19,4 +19,10 @@
 //
 // A report PASSes only when no layer fails and at least one evidence layer (storage, convergence
 // or audit) passes: the kms and apiserver layers alone prove nothing about what is stored.
+//
+// Every report also carries a Retirement: per KMS v2 key ID other than the primary version, how many
+// stored objects still depend on it, and whether it is safe to retire the old versions (disable the
+// key or schedule its deletion once the cluster no longer uses it). Only a complete etcd scan can
+// say safe; with the API only (the convergence pass) or without evidence the answer is "cannot
+// tell", which is not safe. The key the cluster encrypts with is never safe to disable.
 package verify

@@ -105,6 +105,9 @@ type Report struct {
 	Storage         []etcdscan.Report  `json:"storage,omitempty"`
 	Convergence     *reencrypt.Summary `json:"convergence,omitempty"`
 	Audit           *AuditFacts        `json:"audit,omitempty"`
+	// Retirement says how many objects still depend on each older key version and whether it is
+	// safe to retire them (retirement.go).
+	Retirement *Retirement `json:"retirement,omitempty"`
 }
 
 // Layer returns the named layer's result (Status SKIP when it did not run).
@@ -157,6 +160,7 @@ func (r Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "    - %s\n", reason)
 		}
 	}
+	writeRetirement(&b, r.Retirement)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}

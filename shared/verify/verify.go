@@ -124,6 +124,15 @@ func Verify(ctx context.Context, in Inputs) (Report, error) {
 		}
 	}
 	r.finish()
+	if r.Key != nil && r.Key.PrimaryKeyVersion != "" {
+		primary = r.Key.PrimaryKeyVersion
+	}
+	resources := len(in.Resources)
+	if resources == 0 {
+		resources = 1 // secrets
+	}
+	ret := retirement(r, primary, resources)
+	r.Retirement = &ret
 	if err := ctx.Err(); err != nil {
 		return r, fmt.Errorf("verify: %w", err)
 	}

@@ -1,3 +1,20 @@
-// Package bench compares rekey with the kubectl pipelines people run by hand, on the same Secrets
-// in one control plane, and reports objects/s ratios and rekey's peak RSS (make bench).
+// Package bench measures every way to re-encrypt N Secrets on one local control plane with the KMS
+// v2 chain (make bench): the kubectl replace and annotate pipelines, rekey run (rewrite, adaptive
+// and --max-speed; annotate; a converged re-run), a raw saturating client (this machine's
+// ceiling) and the serverless functions on the local twin. For each N the key is rotated before
+// every row and etcd is scanned after it. Each row reports wall time, objects/s, ratios to the
+// replace pipeline and to the raw client, the client's peak RSS, CPU and bytes received, the KMS
+// stand-in's Encrypt/Decrypt calls, the API server's and etcd's CPU seconds per 1,000 objects, and
+// the p99 latency of a foreground client GETting a Secret every 50 ms. Results go to
+// results/results.md, results.json and results.png (objects/s and peak RSS against N).
+//
+// Knobs (environment):
+//
+//	REKEY_BENCH_N=1000,10000,50000   Secret counts, increasing (Secrets are added between them)
+//	REKEY_BENCH_OUT=results          results directory (relative to tests/bench)
+//	REKEY_BENCH_KUBECTL_MAX_N=10000  largest N with the kubectl pipelines (kubectl from PATH)
+//	REKEY_BENCH_AESCBC_MAX_N=50000   largest N with the aescbc column (0: none)
+//	REKEY_BENCH_FUNCTIONS_MAX_N=50000 largest N with the functions row
+//	REKEY_BENCH_PROFILE_N=<largest>  N at which rekey --max-speed writes results/rekey-cpu.pprof
+//	REKEY_BENCH_IDLE=15s             how long the idle foreground client is sampled
 package bench

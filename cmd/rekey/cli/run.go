@@ -30,6 +30,7 @@ type runFlags struct {
 	namespaces, excludeNS []string
 	selector              string
 	concurrency           int
+	maxSpeed              bool
 	qps                   float32
 	burst                 int
 	pageSize              int64
@@ -69,7 +70,8 @@ suspicious; 2 usage, configuration or permission error.`,
 	fs.StringArrayVarP(&f.namespaces, "namespace", "n", nil, "only this namespace (repeatable; default all)")
 	fs.StringArrayVar(&f.excludeNS, "exclude-namespace", nil, "skip this namespace (repeatable)")
 	fs.StringVarP(&f.selector, "selector", "l", "", "label selector")
-	fs.IntVar(&f.concurrency, "concurrency", reencrypt.DefaultConcurrency, "parallel patch workers")
+	fs.IntVar(&f.concurrency, "concurrency", reencrypt.DefaultConcurrency, "most patches in flight: by default rekey adapts how many it sends to the API server's latency and 429s, up to this")
+	fs.BoolVar(&f.maxSpeed, "max-speed", false, "patch with all --concurrency workers at once, without adapting to the API server's latency (for maintenance windows)")
 	fs.Float32Var(&f.qps, "qps", 0, "client-side request rate limit per second (0: none; the API server's priority and fairness still applies)")
 	fs.IntVar(&f.burst, "burst", 0, "client-side burst (default: qps)")
 	fs.Int64Var(&f.pageSize, "page-size", reencrypt.DefaultPageSize, "objects per list page")
@@ -184,6 +186,7 @@ func runRun(ctx context.Context, f *runFlags, stdout, stderr io.Writer) error {
 	spec := job.Spec{
 		KeyID: f.kms.keyID, Strategy: strategy, Resources: f.resources, Namespaces: f.namespaces, ExcludeNamespaces: f.excludeNS,
 		LabelSelector: f.selector, Concurrency: f.concurrency, PageSize: f.pageSize, DryRun: f.dryRun, Force: f.force, SkipVerify: !f.verify,
+		MaxSpeed: f.maxSpeed,
 	}
 	out, err := job.Run(ctx, spec, deps)
 	bar.finish()

@@ -1,10 +1,13 @@
 package faultproxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,11 +16,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Rule injects a fault into matching requests: of every Every matching requests, the first Fail
 // are answered with Status (and Retry-After when RetryAfter > 0) or, when Status is 0, with a
 // dropped connection. With ForwardThenDrop they are forwarded and the answer is dropped instead.
+// With Delay they are held for a while first (a slow response), then forwarded when Status is 0.
 type Rule struct {
 	// Method matches the HTTP method ("" any).
 	Method string
@@ -35,6 +40,10 @@ type Rule struct {
 	ForwardThenDrop bool
 	// Limit stops the rule after this many faults (0: no limit).
 	Limit int64
+	// Delay makes the fault a slow response: the request waits this long (or until the client
+	// gives up) and is then forwarded, or answered with Status when Status is set. A client that
+	// gives up during the delay gets nothing and the request never reaches the server.
+	Delay time.Duration
 }
 
 type rule struct {
@@ -50,11 +59,32 @@ type Proxy struct {
 	rules    []*rule
 	injected atomic.Int64
 	served   atomic.Int64
+	byMethod sync.Map // HTTP method -> *atomic.Int64 of requests received
 }
 
 // Start starts a proxy on a loopback port in front of upstream (an https URL verified with caPEM,
-// or an http URL with caPEM nil). Close it when done.
+// or an http URL with caPEM nil). It speaks plain HTTP. Close it when done.
 func Start(upstream string, caPEM []byte) (*Proxy, error) {
+	return startProxy(upstream, caPEM, false)
+}
+
+// StartTLS is Start with a proxy that speaks HTTPS (HTTP/1.1) with a certificate for 127.0.0.1
+// signed by itself (see CertificatePEM): kubeconfig-based clients send their credentials only
+// over TLS.
+func StartTLS(upstream string, caPEM []byte) (*Proxy, error) {
+	return startProxy(upstream, caPEM, true)
+}
+
+// CertificatePEM returns the PEM of the certificate a StartTLS proxy serves (to trust as its CA);
+// nil for a plain HTTP proxy.
+func (p *Proxy) CertificatePEM() []byte {
+	if p.srv.TLS == nil {
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
+}
+
+func startProxy(upstream string, caPEM []byte, useTLS bool) (*Proxy, error) {
 	u, err := url.Parse(upstream)
 	if err != nil {
 		return nil, fmt.Errorf("parse upstream %q: %w", upstream, err)
@@ -70,11 +100,15 @@ func Start(upstream string, caPEM []byte) (*Proxy, error) {
 	}
 	p := &Proxy{rp: httputil.NewSingleHostReverseProxy(u)}
 	p.rp.Transport = tr
-	p.srv = httptest.NewServer(p)
+	if useTLS {
+		p.srv = httptest.NewTLSServer(p)
+	} else {
+		p.srv = httptest.NewServer(p)
+	}
 	return p, nil
 }
 
-// URL is the proxy's address (http://127.0.0.1:PORT).
+// URL is the proxy's address (http://127.0.0.1:PORT, or https:// for StartTLS).
 func (p *Proxy) URL() string { return p.srv.URL }
 
 // Close stops the proxy.
@@ -109,10 +143,40 @@ func (p *Proxy) Injected() int64 { return p.injected.Load() }
 // Forwarded returns the number of requests forwarded upstream, ForwardThenDrop faults included.
 func (p *Proxy) Forwarded() int64 { return p.served.Load() }
 
+// Requests returns the number of requests with the HTTP method received so far, faulted or not.
+func (p *Proxy) Requests(method string) int64 {
+	if n, ok := p.byMethod.Load(method); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n, _ := p.byMethod.LoadOrStore(r.Method, new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
 	if f := p.match(r); f != nil {
 		p.injected.Add(1)
+		if f.Delay > 0 {
+			// Read the (small) body first: only then does the server notice a client that hangs up.
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			t := time.NewTimer(f.Delay)
+			select {
+			case <-r.Context().Done():
+				t.Stop()
+				return // the client gave up; nothing was forwarded
+			case <-t.C:
+			}
+			if f.Status == 0 && !f.ForwardThenDrop {
+				p.served.Add(1)
+				p.rp.ServeHTTP(w, r)
+				return
+			}
+		}
 		if f.ForwardThenDrop {
 			p.served.Add(1)
 			p.rp.ServeHTTP(httptest.NewRecorder(), r) // applied upstream; the answer goes nowhere

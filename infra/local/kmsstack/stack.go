@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -48,6 +49,9 @@ type Options struct {
 	// OnRecord, when set, receives every ActionTrail record of the KMS API (kmsapi.Options.OnRecord:
 	// it must return quickly and must not call the KMS API).
 	OnRecord func(kmsapi.Record)
+	// PluginLog, when set, receives the plugin's log at debug level, one JSON line per Write, from
+	// several goroutines: it must be safe for concurrent use.
+	PluginLog io.Writer
 }
 
 // Stack is a running KMS API stand-in and KMS v2 plugin.
@@ -157,7 +161,7 @@ func (s *Stack) startPlugin(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() {
 		done <- kmsplugin.Run(pctx, kmsplugin.Options{SocketPath: s.Socket, Client: client, KeyID: s.KeyID,
-			Service:   kmsplugin.ServiceOptions{StatusInterval: s.opts.StatusInterval},
+			Service:   kmsplugin.ServiceOptions{StatusInterval: s.opts.StatusInterval, Logger: s.pluginLogger()},
 			OnServing: func() { close(serving) }})
 	}()
 	select {

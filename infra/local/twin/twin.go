@@ -66,6 +66,8 @@ type Options struct {
 	// ControlPlaneLog, when set, receives etcd and kube-apiserver output (default: files in the
 	// control plane's directory).
 	ControlPlaneLog io.Writer
+	// PluginLog, when set, receives the KMS v2 plugin's log (kmsstack.Options.PluginLog).
+	PluginLog io.Writer
 	// BinDir holds etcd and kube-apiserver (see controlplane.Options.BinDir).
 	BinDir string
 }
@@ -182,6 +184,7 @@ func Start(ctx context.Context, opts Options) (_ *Twin, err error) {
 	t.KMS, err = kmsstack.Start(ctx, kmsstack.Options{
 		Dir:         filepath.Join(t.dir, "kms"),
 		Credentials: []kmsapi.Credential{t.FunctionCredential},
+		PluginLog:   opts.PluginLog,
 		OnRecord: func(rec kmsapi.Record) {
 			if !t.muted.Load() {
 				t.bridge.OnRecord(rec)

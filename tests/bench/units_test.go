@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rekey-dev/rekey/infra/local/fc"
+	"github.com/rekey-dev/rekey/infra/local/twin"
+)
+
+// The bench's own helpers, tested without a control plane.
+
+func TestParseStatCPU(t *testing.T) {
+	// Field 2 holds spaces and a ')': fields are counted after the last ')'.
+	stat := "4242 (kube apiserver) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 12 0 100 0 0"
+	got, err := parseStatCPU(stat)
+	if err != nil || got != 3250*time.Millisecond {
+		t.Fatalf("parseStatCPU = %s, %v; want 3.25s (325 ticks)", got, err)
+	}
+	if _, err := parseStatCPU("4242 (x) S 1"); err == nil {
+		t.Fatal("a short stat line was accepted")
+	}
+	own, err := procCPU(os.Getpid())
+	if err != nil || own < 0 {
+		t.Fatalf("procCPU(self) = %s, %v", own, err)
+	}
+}
+
+func TestStatusKiB(t *testing.T) {
+	status := "Name:\trekey\nVmPeak:\t  900 kB\nVmHWM:\t   43520 kB\nVmRSS:\t   40000 kB\n"
+	if kib, ok := statusKiB(status, "VmHWM"); !ok || kib != 43520 {
+		t.Fatalf("VmHWM = %d, %v", kib, ok)
+	}
+	if _, ok := statusKiB(status, "VmSwap"); ok {
+		t.Fatal("a missing line was found")
+	}
+	w := watchHWM(func() []int { return []int{os.Getpid()} })
+	if peak := w.stop(); peak <= 0 {
+		t.Fatalf("own peak RSS %d KiB", peak)
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	var d []time.Duration
+	for i := 100; i >= 1; i-- {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	if q := quantile(d, 0.99); q != 99*time.Millisecond {
+		t.Fatalf("p99 of 1..100ms = %s", q)
+	}
+	if q := quantile(d, 0.5); q != 50*time.Millisecond {
+		t.Fatalf("p50 of 1..100ms = %s", q)
+	}
+	if s := summarize(d[:1], 2); s.P99ms != 100 || s.Samples != 1 || s.Errors != 2 {
+		t.Fatalf("summarize one sample: %+v", s)
+	}
+}
+
+func TestCountingProxyCountsBytesToTheClient(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 10)
+				if _, err := io.ReadFull(c, b); err != nil {
+					return
+				}
+				_, _ = c.Write(bytes.Repeat(b, 100)) // 1000 bytes back
+			}()
+		}
+	}()
+	p, err := startProxy(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for range 3 {
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("0123456789")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || len(got) != 1000 {
+			t.Fatalf("read %d bytes through the proxy: %v", len(got), err)
+		}
+	}
+	if p.Received() != 3000 || p.up.Load() != 30 {
+		t.Fatalf("counted %d down, %d up; want 3000 and 30", p.Received(), p.up.Load())
+	}
+}
+
+func sampleReport() *report {
+	r := &report{Date: "2026-01-01 00:00 UTC", Cores: 2, CPU: "test", SecretSize: 1024, Namespaces: 20, Ns: []int{1000, 10000},
+		Idle: map[int]foregroundStats{1000: {Samples: 100, P50ms: 1, P99ms: 2}, 10000: {Samples: 100, P50ms: 1, P99ms: 2}}}
+	for _, n := range r.Ns {
+		f := float64(n) / 1000
+		r.Rows = append(r.Rows,
+			row{N: n, ID: rowReplace, Method: "kubectl get | kubectl replace", Encryption: encKMS, Objects: int64(n), ObjectsPerSecond: 200, PeakRSSKiB: 90000 * int64(f)},
+			row{N: n, ID: rowRewrite, Method: "rekey run", Encryption: encKMS, Objects: int64(n), ObjectsPerSecond: 800, PeakRSSKiB: 40000, Foreground: foregroundStats{Samples: 50, P99ms: 3}},
+			row{N: n, ID: rowRaw, Method: "raw", Encryption: encKMS, Objects: int64(n), ObjectsPerSecond: 1000, PeakRSSKiB: 30000},
+			row{N: n, ID: rowRewrite, Method: "rekey run", Encryption: encAESCBC, Objects: int64(n), ObjectsPerSecond: 900},
+		)
+	}
+	r.ratios()
+	return r
+}
+
+func TestReportRatiosMarkdownJSONAndChart(t *testing.T) {
+	r := sampleReport()
+	c := r.find(1000, rowRewrite, encKMS)
+	if c.VsReplace != 4 || c.VsRaw != 0.8 {
+		t.Fatalf("ratios of (c): vs (a) %.2f, vs (e) %.2f; want 4 and 0.8", c.VsReplace, c.VsRaw)
+	}
+	if a := r.find(1000, rowRewrite, encAESCBC); a.VsReplace != 0 {
+		t.Fatalf("aescbc row compared with a KMS row: %+v", a)
+	}
+	md := r.markdown()
+	for _, want := range []string{"| a | kubectl get \\| kubectl replace |", "## N = 1000", "## N = 10000", "| c | rekey run | 0.00 | 800 | 4.00x | 0.80x | 39.1 |", "0.00 / 3.00 (1.5x) | 900 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	dir := t.TempDir()
+	if err := r.write(dir); err != nil {
+		t.Fatal(err)
+	}
+	var back report
+	js, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil || json.Unmarshal(js, &back) != nil || len(back.Rows) != len(r.Rows) {
+		t.Fatalf("results.json does not round-trip: %v", err)
+	}
+	f, err := os.Open(filepath.Join(dir, "results.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil || img.Bounds().Dx() < 1000 {
+		t.Fatalf("results.png: %v", err)
+	}
+	// One N draws on a linear axis (a log axis needs a range).
+	r.Ns = r.Ns[:1]
+	if _, err := r.chart(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPassSecondsAddsPassesAndConvergence(t *testing.T) {
+	body := `{"clusters":[{"cluster":"c","status":"ran","jobs":[{"id":"j","key":"k","outcome":{"status":"done",
+		"detail":{"summary":{"durationSeconds":1.5},"convergence":{"durationSeconds":0.5}}}}]}]}`
+	calls := []twin.Invocation{{Result: fc.Result{Body: []byte(body)}}, {Result: fc.Result{Body: []byte(body)}}}
+	pass, conv, err := passSeconds(calls)
+	if err != nil || pass != 3 || conv != 1 {
+		t.Fatalf("passSeconds = %v, %v, %v; want 3, 1", pass, conv, err)
+	}
+	calls[1].Result.Error = &fc.FunctionError{Message: "boom"}
+	if _, _, err := passSeconds(calls); err == nil {
+		t.Fatal("a failed invocation was not reported")
+	}
+}
