@@ -36,6 +36,9 @@ func rrsaEnv(t *testing.T, token string) map[string]string {
 }
 
 func TestDefaultCredentialsSelection(t *testing.T) {
+	// The SDK's ECS provider refuses to be built when the process environment disables it (make test
+	// does, so that nothing asks the metadata address); selection alone sends nothing.
+	t.Setenv(EnvECSMetadataDisabled, "")
 	ak := map[string]string{EnvAccessKeyID: "LTAIchain", EnvAccessKeySecret: "chain-secret"}
 	sts := map[string]string{EnvAccessKeyID: "STS.chain", EnvAccessKeySecret: "chain-secret", EnvSecurityToken: "chain-token"}
 	merge := func(ms ...map[string]string) map[string]string {
@@ -268,6 +271,7 @@ func TestOIDCFailureIsClearAndClean(t *testing.T) {
 // anything to the metadata address (tests talk to loopback only): the SDK provider is replaced by
 // one that fails as an unreachable metadata service does.
 func TestECSRAMRoleUnreachableMetadataIsAClearError(t *testing.T) {
+	t.Setenv(EnvECSMetadataDisabled, "") // the SDK provider is replaced below: nothing is sent
 	p, err := DefaultCredentials(ChainOptions{Getenv: lookup(nil), MetadataTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
