@@ -2,6 +2,7 @@ package handler
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/rs/zerolog"
 	"k8s.io/utils/clock"
@@ -51,4 +52,24 @@ func Wire(cfg config.Config, getenv func(string) string, logger *zerolog.Logger)
 		Clock:    clk,
 		Logger:   logger,
 	}, nil
+}
+
+// FromEnv is what a function's main does before fc.Start: it logs to stdout as function, loads
+// the configuration from the process environment (FC_REGION and FC_ACCOUNT_ID give the function's
+// own region and account) and wires the production dependencies. On error the main starts
+// Failing(err), so that every invocation reports the configuration problem.
+func FromEnv(function string) (Deps, *zerolog.Logger, error) {
+	log := zerolog.New(os.Stdout).With().Timestamp().Str("function", function).Logger()
+	cfg, err := config.Load(os.Getenv, config.Own{Region: os.Getenv("FC_REGION"), AccountID: os.Getenv("FC_ACCOUNT_ID")})
+	if err != nil {
+		log.Error().Err(err).Msg("the function cannot start: every invocation fails with this error")
+		return Deps{}, &log, err
+	}
+	deps, err := Wire(cfg, os.Getenv, &log)
+	if err != nil {
+		log.Error().Err(err).Msg("the function cannot start: every invocation fails with this error")
+		return Deps{}, &log, err
+	}
+	log.Info().Stringer("config", cfg).Msg("configuration loaded")
+	return deps, &log, nil
 }
