@@ -105,6 +105,7 @@ func TestCountingProxyCountsBytesToTheClient(t *testing.T) {
 			t.Fatalf("read %d bytes through the proxy: %v", len(got), err)
 		}
 	}
+	p.Close() // waits for the forwarding goroutines: a count is added just after its write returns
 	if p.Received() != 3000 || p.up.Load() != 30 {
 		t.Fatalf("counted %d down, %d up; want 3000 and 30", p.Received(), p.up.Load())
 	}
