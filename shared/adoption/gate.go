@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/rekey-dev/rekey/shared/apimetrics"
+	"github.com/rekey-dev/rekey/shared/retry"
 )
 
 // Kind names a kind of evidence, or a mode of the gate.
@@ -371,6 +372,34 @@ func (r *run) fail(k Kind, err error) error {
 	return e
 }
 
+// maxEncryptionFaults is how many samples in a row may fail with an encryption-at-rest fault
+// before the gate stops.
+const maxEncryptionFaults = 3
+
+func faultsInARow(n int, err error) int {
+	if retry.EncryptionFault(err) {
+		return n + 1
+	}
+	return 0
+}
+
+// KMSFaultError stops the gate: the API server answers that it cannot encrypt or decrypt stored
+// objects (KMS unreachable, the key disabled or deleted, or the KMS plugin down), so no key
+// version can be adopted until KMS works again.
+type KMSFaultError struct {
+	// Err is the API server's last answer.
+	Err error
+}
+
+// Error implements error.
+func (e *KMSFaultError) Error() string {
+	return "the API server cannot encrypt or decrypt with its KMS provider (KMS unreachable, the key disabled or deleted, " +
+		"or the KMS plugin down): fix KMS access, then run again: " + e.Err.Error()
+}
+
+// Unwrap returns the API server's answer.
+func (e *KMSFaultError) Unwrap() error { return e.Err }
+
 // run is the state of one Wait.
 type run struct {
 	g               Gate
@@ -394,6 +423,7 @@ type sampler func(ctx context.Context) (confirmed, done bool, err error)
 // sample, an exponential backoff (and a nudge) after one that is not.
 func (r *run) poll(ctx context.Context, sample sampler) error {
 	backoff := r.g.SampleInterval
+	faults := 0
 	for {
 		confirmed, done, err := sample(ctx)
 		if done {
@@ -408,6 +438,11 @@ func (r *run) poll(ctx context.Context, sample sampler) error {
 		}
 		if err != nil {
 			r.last = err.Error()
+		}
+		// An API server that cannot encrypt will not adopt anything by waiting: stop and name KMS
+		// instead of polling until the timeout.
+		if faults = faultsInARow(faults, err); faults >= maxEncryptionFaults {
+			return &KMSFaultError{Err: err}
 		}
 		wait := r.g.SampleInterval
 		if !confirmed {

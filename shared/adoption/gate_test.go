@@ -3,10 +3,15 @@ package adoption
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/rekey-dev/rekey/shared/apimetrics"
@@ -262,5 +267,38 @@ func TestCanaryShortcutAfterSettleIsNotDirect(t *testing.T) {
 	ev, _, err := wait(t, fc, Gate{Mode: Canary, Secrets: f}, "v1")
 	if err != nil || ev.Kind != Canary || ev.Direct || !strings.Contains(ev.Detail, "settle") {
 		t.Fatalf("%+v %v; want canary evidence marked not direct", ev, err)
+	}
+}
+
+// kmsDown answers every canary write the way kube-apiserver does when its KMS provider fails.
+type kmsDown struct{ *fakeCluster }
+
+func (kmsDown) fault(name string) error {
+	return apierrors.NewInternalError(fmt.Errorf("rpc error: failed to encrypt DEK for secrets/%s", name))
+}
+
+func (k kmsDown) Create(_ context.Context, s *corev1.Secret, _ metav1.CreateOptions) (*corev1.Secret, error) {
+	return nil, k.fault(s.Name)
+}
+
+func (k kmsDown) Patch(_ context.Context, name string, _ types.PatchType, _ []byte, _ metav1.PatchOptions, _ ...string) (*corev1.Secret, error) {
+	return nil, k.fault(name)
+}
+
+// An API server that cannot encrypt never adopts a version: the gate stops after a few samples
+// and names KMS, instead of polling until its timeout.
+func TestKMSFaultStopsTheGate(t *testing.T) {
+	fc := testingclock.NewFakeClock(t0)
+	f := newFakeCluster(fc, staggered()...)
+	_, took, err := wait(t, fc, Gate{Secrets: kmsDown{f}, Etcd: f, Mode: Etcd}, "v2")
+	var kf *KMSFaultError
+	if !errors.As(err, &kf) {
+		t.Fatalf("err = %v, want a *KMSFaultError", err)
+	}
+	if took > time.Minute {
+		t.Fatalf("the gate stopped after %s, not after a few samples", took)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "KMS") || !strings.Contains(msg, "failed to encrypt DEK") {
+		t.Fatalf("error %q does not name KMS and the API server's answer", msg)
 	}
 }

@@ -3,10 +3,7 @@ package reencrypt
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
-
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/rekey-dev/rekey/shared/retry"
 )
@@ -50,39 +47,14 @@ func (e *KMSError) Error() string {
 // Unwrap returns the API server's error.
 func (e *KMSError) Unwrap() error { return e.Err }
 
-// storageTransformFault lists what kube-apiserver says when its encryption at rest fails: the
-// storage layer's "not transformable" and "unable to transform key", and the KMS v1/v2 envelope
-// transformers' own messages.
-var storageTransformFault = []string{
-	"not transformable",
-	"unable to transform key",
-	"unexpected nil transformer",
-	"failed to decrypt DEK",
-	"failed to encrypt DEK",
-	"encryptedDEKSource with keyID",
-	"failed to decrypt data",
-	"failed to encrypt data",
-	"kms",
-}
-
 // explainKMS wraps err in a *KMSError when the API server's answer in it is a 5xx that names an
-// encryption-at-rest failure; other errors are returned unchanged.
+// encryption-at-rest failure (retry.EncryptionFault); other errors are returned unchanged.
 func explainKMS(err error) error {
 	var ke *KMSError
-	if err == nil || errors.As(err, &ke) {
+	if err == nil || errors.As(err, &ke) || !retry.EncryptionFault(err) {
 		return err
 	}
-	var st apierrors.APIStatus
-	if !errors.As(err, &st) || st.Status().Code < 500 {
-		return err
-	}
-	msg := strings.ToLower(st.Status().Message)
-	for _, m := range storageTransformFault {
-		if strings.Contains(msg, strings.ToLower(m)) {
-			return &KMSError{Err: err}
-		}
-	}
-	return err
+	return &KMSError{Err: err}
 }
 
 // breaker counts objects that failed in a row after exhausting their retries and trips at

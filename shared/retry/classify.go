@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"time"
 
@@ -120,4 +121,36 @@ func RetryAfter(err error) (time.Duration, bool) {
 		return time.Duration(s) * time.Second, true
 	}
 	return 0, false
+}
+
+// encryptionFaultMessages is what kube-apiserver says when its encryption at rest fails: the
+// storage layer's "not transformable" and "unable to transform key", and the KMS v1/v2 envelope
+// transformers' own messages.
+var encryptionFaultMessages = []string{
+	"not transformable",
+	"unable to transform key",
+	"unexpected nil transformer",
+	"failed to decrypt dek",
+	"failed to encrypt dek",
+	"encrypteddeksource with keyid",
+	"failed to decrypt data",
+	"failed to encrypt data",
+	"kms",
+}
+
+// EncryptionFault reports whether err is an API server answer (5xx) saying that it could not
+// encrypt or decrypt stored objects: with KMS encryption at rest, KMS or the KMS plugin failing the
+// API server. Retrying such an error object by object only adds load; callers stop and name KMS.
+func EncryptionFault(err error) bool {
+	var st apierrors.APIStatus
+	if err == nil || !errors.As(err, &st) || st.Status().Code < 500 {
+		return false
+	}
+	msg := strings.ToLower(st.Status().Message)
+	for _, m := range encryptionFaultMessages {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }
