@@ -61,7 +61,7 @@ func FuzzCSResponse(f *testing.F) {
 		if len(b) == 0 {
 			var err error
 			if b, err = json.Marshal(map[string]string{"config": config, "expiration": expiration}); err != nil {
-				t.Skip() // invalid UTF-8 cannot be a JSON string: not an answer CS can give
+				return // not an answer CS can give
 			}
 		}
 		body.Store(b)
