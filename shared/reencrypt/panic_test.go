@@ -112,6 +112,10 @@ func TestPanicInOnPageStopsTheRun(t *testing.T) {
 	f := newFakeAPI(t, 30, "a")
 	var calls atomic.Int32
 	e := newPanickyEngine(t, f, &panicky{}, func(o *Options) {
+		// One worker: the first page is done while later ones are not, so its position is always
+		// reported (with more workers every page may finish at once, and the end of a run is
+		// never reported).
+		o.Concurrency = 1
 		o.OnPage = func(Position, Counts) {
 			calls.Add(1)
 			panic("checkpoint store exploded")
