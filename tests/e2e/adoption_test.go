@@ -55,7 +55,14 @@ func adoptionCluster(t *testing.T, withMetrics bool) (*kmsstack.Stack, *controlp
 // applyRBACFile creates every object of infra/rbac/rekey.yaml that keep accepts.
 func applyRBACFile(t *testing.T, c *controlplane.Cluster, keep func(kind, name string) bool) {
 	t.Helper()
-	f, err := os.Open("../../infra/rbac/rekey.yaml")
+	applyRBACYAML(t, c, "../../infra/rbac/rekey.yaml", keep)
+}
+
+// applyRBACYAML creates, as the admin, every object of the RBAC file at path that keep accepts
+// (nil: all of them).
+func applyRBACYAML(t *testing.T, c *controlplane.Cluster, path string, keep func(kind, name string) bool) {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,13 +83,13 @@ func applyRBACFile(t *testing.T, c *controlplane.Cluster, keep func(kind, name s
 		}
 		obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
 		if err != nil {
-			t.Fatalf("decode rekey.yaml: %v", err)
+			t.Fatalf("decode %s: %v", path, err)
 		}
 		m, err := meta.Accessor(obj)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !keep(gvk.Kind, m.GetName()) {
+		if keep != nil && !keep(gvk.Kind, m.GetName()) {
 			continue
 		}
 		switch o := obj.(type) {
@@ -97,7 +104,7 @@ func applyRBACFile(t *testing.T, c *controlplane.Cluster, keep func(kind, name s
 		case *rbacv1.RoleBinding:
 			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 		default:
-			t.Fatalf("rekey.yaml: unexpected %s", gvk)
+			t.Fatalf("%s: unexpected %s", path, gvk)
 		}
 		if err != nil {
 			t.Fatalf("apply %s %s: %v", gvk.Kind, m.GetName(), err)
