@@ -18,7 +18,7 @@ const (
 	DefaultInitial         = 1
 	DefaultBaselineSamples = 16
 	DefaultWindow          = 8
-	DefaultTolerance       = 1.5
+	DefaultTolerance       = 1.25
 	DefaultBackoff         = 0.7
 	// throttleBackoff is the decrease after a 429 or a server timeout: the server said so.
 	throttleBackoff = 0.5

@@ -234,8 +234,8 @@ func TestAdditiveIncreaseUpToMax(t *testing.T) {
 func TestSlowWindowDecreasesMultiplicativelyDownToMin(t *testing.T) {
 	l, clk := newLimiter(t, Options{Max: 40, Initial: 20, Min: 3, BaselineSamples: 4, Window: 4})
 	calls(t, l, clk, 4, 10*ms, Answered)
-	// 15ms is within 1.5x of 10ms: no decrease.
-	round(t, l, clk, 15*ms, Answered)
+	// 12.5ms is within 1.25x of 10ms: no decrease.
+	round(t, l, clk, 12500*time.Microsecond, Answered)
 	if l.Limit() != 21 {
 		t.Fatalf("limit %d after a window at the tolerance, want 21", l.Limit())
 	}
@@ -245,7 +245,7 @@ func TestSlowWindowDecreasesMultiplicativelyDownToMin(t *testing.T) {
 				break
 			}
 			before := l.Stats().Decreases
-			round(t, l, clk, 16*ms, Answered)
+			round(t, l, clk, 13*ms, Answered)
 			if l.Stats().Decreases != before || l.Limit() == 3 {
 				break
 			}
@@ -307,7 +307,7 @@ func TestBaselineFollowsTheFastestWindow(t *testing.T) {
 		t.Fatalf("baseline %s, want it lowered to 8ms", got)
 	}
 	before := l.Limit()
-	calls(t, l, clk, 4, 14*ms, Answered) // within 1.5x of 20ms, not of 8ms
+	calls(t, l, clk, 4, 14*ms, Answered) // within 1.25x of 20ms, not of 8ms
 	if l.Limit() >= before {
 		t.Fatalf("limit %d after 14ms windows, want below %d against the new baseline", l.Limit(), before)
 	}
@@ -340,7 +340,7 @@ func TestConvergesBelowTheKnee(t *testing.T) {
 			lo, hi = min(lo, n), max(hi, n)
 		}
 	}
-	// 1.5x the baseline allows 9 calls in flight; a window mixing rounds may add one or two more
+	// 1.25x the baseline allows 7 calls in flight; a window mixing rounds may add one or two more
 	// before a decrease takes the limit back to about the knee.
 	if lo < 4 || hi > 11 {
 		t.Fatalf("limit ranged over [%d, %d] in steady state, want within [4, 11] around the knee of %d", lo, hi, capacity)

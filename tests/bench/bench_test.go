@@ -130,10 +130,14 @@ func BenchmarkRotation(b *testing.B) {
 		h.note("Row c is rekey's default (adaptive concurrency, package shared/pace); c-max is --max-speed (fixed " +
 			"--concurrency 32); e is the raw client, this machine's ceiling. g's wall time covers the off-peak ticks: " +
 			"the adoption gate, the pass, the convergence pass and the verifier.")
+		h.note("Targets are judged for both (c-max) and the default (c): the default gives up speed for the foreground " +
+			"client's latency by design, --max-speed is for maintenance windows. The foreground p99 is the 3rd-worst " +
+			"of ~300 samples per row, so it is noisy (idle p99 varied 2.8-5.2 ms between runs on this machine).")
 		for _, n := range cfg.ns {
 			h.runN(n)
 		}
 		h.rep.ratios()
+		h.rep.Targets = h.rep.judge()
 		if err := h.rep.write(cfg.out); err != nil {
 			b.Fatal(err)
 		}
@@ -383,6 +387,8 @@ type client struct {
 	peakKiB int64
 	cpu     time.Duration
 	note    string
+	// passRate is the functions' engine pass alone, in objects/s (row g).
+	passRate float64
 }
 
 // runN measures every row at N Secrets.
@@ -483,7 +489,7 @@ func (h *harness) measureWith(n int, id, method, enc string, prepare func(), run
 		BytesReceived: h.proxy.Received() - bytes0, KMSEncrypt: kms.Calls("Encrypt") - enc0, KMSDecrypt: kms.Calls("Decrypt") - dec0,
 		RotationKMSEncrypt: enc0 - rotEnc, RotationKMSDecrypt: dec0 - rotDec,
 		APIServerCPUPer1k: (api1 - api0).Seconds() / float64(n) * 1000, EtcdCPUPer1k: (etcd1 - etcd0).Seconds() / float64(n) * 1000,
-		Foreground: fgs, Note: c.note}
+		Foreground: fgs, PassObjectsPerSecond: c.passRate, Note: c.note}
 	after, err := h.tw.SecretRevisions(h.ctx)
 	if err != nil {
 		h.b.Fatal(err)
@@ -687,7 +693,8 @@ func (h *harness) measureFunctions(n int) {
 		if err != nil {
 			return client{}, err
 		}
-		c.note = fmt.Sprintf("%d ticks; pass %.2fs (%.0f obj/s), convergence pass %.2fs", len(calls), pass, float64(n)/max(pass, 1e-9), conv)
+		c.passRate = float64(n) / max(pass, 1e-9)
+		c.note = fmt.Sprintf("%d ticks; pass %.2fs (%.0f obj/s), convergence pass %.2fs", len(calls), pass, c.passRate, conv)
 		return c, nil
 	})
 }

@@ -70,7 +70,9 @@ type row struct {
 	EtcdCPUPer1k      float64 `json:"etcdCpuPer1k"`
 	// Foreground is the foreground client's GET latency during the row.
 	Foreground foregroundStats `json:"foreground"`
-	Note       string          `json:"note,omitempty"`
+	// PassObjectsPerSecond is the functions' engine pass alone (row g; 0 elsewhere).
+	PassObjectsPerSecond float64 `json:"passObjectsPerSecond,omitempty"`
+	Note                 string  `json:"note,omitempty"`
 }
 
 // report is everything one make bench run measured.
@@ -83,6 +85,7 @@ type report struct {
 	Ns         []int                   `json:"n"`
 	Idle       map[int]foregroundStats `json:"idleForeground"`
 	Rows       []row                   `json:"rows"`
+	Targets    []target                `json:"targets,omitempty"`
 	Profile    string                  `json:"profile,omitempty"`
 	Notes      []string                `json:"notes,omitempty"`
 }
@@ -164,6 +167,7 @@ func (r *report) markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(targetsMarkdown(r.Targets))
 	if len(r.Notes) > 0 {
 		b.WriteString("## Notes\n\n")
 		for _, n := range r.Notes {
@@ -228,8 +232,7 @@ func (r *report) chart() ([]byte, error) {
 			ids = append(ids, x.ID)
 		}
 	}
-	var rateLines, rssLines []any
-	for _, id := range ids {
+	for i, id := range ids {
 		var rp, mp plotter.XYs
 		label := id
 		for _, n := range r.Ns {
@@ -249,18 +252,12 @@ func (r *report) chart() ([]byte, error) {
 		for _, xy := range mp {
 			rss.Y.Max = max(rss.Y.Max, xy.Y*1.4, 64*1.4)
 		}
-		if len(rp) > 0 {
-			rateLines = append(rateLines, label, rp)
+		if err := addSeries(rate, i, label, rp); err != nil {
+			return nil, err
 		}
-		if len(mp) > 0 {
-			rssLines = append(rssLines, label, mp)
+		if err := addSeries(rss, i, label, mp); err != nil {
+			return nil, err
 		}
-	}
-	if err := plotutil.AddLinePoints(rate, rateLines...); err != nil {
-		return nil, fmt.Errorf("chart: %w", err)
-	}
-	if err := plotutil.AddLinePoints(rss, rssLines...); err != nil {
-		return nil, fmt.Errorf("chart: %w", err)
 	}
 	limit := plotter.NewFunction(func(float64) float64 { return 64 })
 	limit.Color = color.RGBA{R: 200, A: 255}
@@ -282,10 +279,40 @@ func (r *report) chart() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// seriesColors tells the rows apart: one color per row (plotutil's palettes have seven).
+var seriesColors = []color.Color{
+	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}, // a
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}, // b
+	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, // c-max
+	color.RGBA{R: 0x17, G: 0xbe, B: 0xcf, A: 0xff}, // c
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, // f
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, // d
+	color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}, // e
+	color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff}, // g
+}
+
+// addSeries draws one row's points as line i of p, with a legend entry (nothing for no points).
+func addSeries(p *plot.Plot, i int, label string, xys plotter.XYs) error {
+	if len(xys) == 0 {
+		return nil
+	}
+	l, pts, err := plotter.NewLinePoints(xys)
+	if err != nil {
+		return fmt.Errorf("chart: %s: %w", label, err)
+	}
+	c := seriesColors[i%len(seriesColors)]
+	l.Color, pts.Color = c, c
+	l.Dashes = plotutil.Dashes(i)
+	pts.Shape = plotutil.Shape(i)
+	p.Add(l, pts)
+	p.Legend.Add(label, l, pts)
+	return nil
+}
+
 // shortMethod is a row's method without its flags' details, for the legend.
 func shortMethod(m string) string {
-	if len(m) > 34 {
-		return m[:33] + "…"
+	if r := []rune(m); len(r) > 46 {
+		return string(r[:45]) + "…"
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"io"
 	"net"
@@ -178,5 +179,64 @@ func TestPassSecondsAddsPassesAndConvergence(t *testing.T) {
 	calls[1].Result.Error = &fc.FunctionError{Message: "boom"}
 	if _, _, err := passSeconds(calls); err == nil {
 		t.Fatal("a failed invocation was not reported")
+	}
+}
+
+func TestJudgeTargets(t *testing.T) {
+	r := &report{Ns: []int{10000, 50000}, Idle: map[int]foregroundStats{10000: {Samples: 300, P99ms: 3}, 50000: {Samples: 300, P99ms: 4}}}
+	add := func(x row) {
+		x.Encryption = encKMS
+		r.Rows = append(r.Rows, x)
+	}
+	for _, n := range r.Ns {
+		rss := int64(40 << 10)
+		if n == 50000 {
+			rss = 70 << 10 // over 64 MiB and not flat
+		}
+		add(row{N: n, ID: rowMaxSpeed, ObjectsPerSecond: 1300, PeakRSSKiB: rss, RotationKMSEncrypt: 1})
+		add(row{N: n, ID: rowRewrite, ObjectsPerSecond: 600, PeakRSSKiB: 40 << 10, RotationKMSEncrypt: 1, Foreground: foregroundStats{Samples: 300, P99ms: 5}})
+		add(row{N: n, ID: rowConverged, ObjectsPerSecond: 900, PeakRSSKiB: 40 << 10, Foreground: foregroundStats{Samples: 300, P99ms: 9}})
+		add(row{N: n, ID: rowRaw, ObjectsPerSecond: 1250, RotationKMSEncrypt: 1})
+		add(row{N: n, ID: rowFunctions, ObjectsPerSecond: 700, PassObjectsPerSecond: 1100, RotationKMSEncrypt: 1})
+	}
+	add(row{N: 10000, ID: rowReplace, ObjectsPerSecond: 400})
+	ts := r.judge()
+	got := map[string]bool{}
+	for _, x := range ts {
+		got[fmt.Sprintf("%d %s", x.N, x.Target)] = x.Met
+	}
+	want := map[string]bool{
+		"10000 (c-max) >= 95% of (e)":                              true,
+		"10000 (c) >= 95% of (e)":                                  false,
+		"10000 (c-max) >= 4x (a)":                                  false, // 3.25x
+		"10000 (c) default run: foreground p99 <= 2x idle":         true,  // 5/3
+		"10000 (f) default run: foreground p99 <= 2x idle":         false, // 9/3
+		"10000 rekey peak RSS <= 64 MiB":                           true,
+		"50000 rekey peak RSS <= 64 MiB":                           false,
+		"10000 (f) writes 0 and runs >= (c)":                       true,
+		"10000 KMS Encrypt per rotation, none per object":          true,
+		"10000 (g) pass within 10% of (c-max)":                     false, // 1100/1300
+		"0 (c-max) peak RSS flat in N (largest <= 1.25x smallest)": false,
+		"0 (c) peak RSS flat in N (largest <= 1.25x smallest)":     true,
+	}
+	for k, w := range want {
+		m, ok := got[k]
+		if !ok {
+			t.Errorf("target %q not judged; judged %v", k, got)
+			continue
+		}
+		if m != w {
+			t.Errorf("target %q met=%v, want %v", k, m, w)
+		}
+	}
+	// Unmeasured rows are left out, not passed: no (b) row, no (a) row at 50k.
+	for k := range got {
+		if strings.Contains(k, "(b)") || strings.HasPrefix(k, "50000") && strings.Contains(k, "(a)") {
+			t.Errorf("judged %q without its rows", k)
+		}
+	}
+	md := targetsMarkdown(ts)
+	if !strings.Contains(md, "| 10000 | (c-max) >= 4x (a) | 3.25x (the ceiling (e) itself: 3.12x) | no |") {
+		t.Errorf("targets markdown:\n%s", md)
 	}
 }
