@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rekey-dev/rekey/shared/keyref"
+	"github.com/rs/zerolog"
 )
 
 // Variable names, the same in s.yaml, the README and here.
@@ -28,6 +29,7 @@ const (
 	EnvCSEndpoint          = "REKEY_CS_ENDPOINT"
 	EnvActionTrailEndpoint = "REKEY_ACTIONTRAIL_ENDPOINT"
 	EnvEndpointScheme      = "REKEY_ENDPOINT_SCHEME"
+	EnvLogLevel            = "REKEY_LOG_LEVEL"
 	// EnvKubeconfigPrefix + KubeconfigSuffix(clusterID) names a cluster's optional kubeconfig path.
 	EnvKubeconfigPrefix = "REKEY_KUBECONFIG_"
 )
@@ -37,6 +39,7 @@ const (
 var Vars = []string{
 	EnvTargets, EnvRegion, EnvAccountID, EnvWindow, EnvTimezone, EnvSettle, EnvRunMode, EnvStrategy,
 	EnvConcurrency, EnvWebhookURL, EnvKMSEndpoint, EnvCSEndpoint, EnvActionTrailEndpoint, EnvEndpointScheme,
+	EnvLogLevel,
 }
 
 // Defaults.
@@ -109,6 +112,9 @@ type Config struct {
 	ActionTrailEndpoint string `json:"actionTrailEndpoint"`
 	// EndpointScheme is HTTPS, or HTTP when every endpoint is a loopback address (the local twin).
 	EndpointScheme string `json:"endpointScheme"`
+	// LogLevel is the functions' log level: debug (one line per object), info (default), warn or
+	// error.
+	LogLevel zerolog.Level `json:"logLevel"`
 	// Kubeconfigs maps a cluster ID to a kubeconfig path from REKEY_KUBECONFIG_<CLUSTERID>; clusters
 	// without one get theirs from CS DescribeClusterUserKubeconfig.
 	Kubeconfigs map[string]string `json:"kubeconfigs,omitempty"`
@@ -230,6 +236,15 @@ func Load(getenv func(string) string, own Own) (Config, error) {
 			c.Strategy = Strategy(s)
 		default:
 			errs.add(EnvStrategy, fmt.Sprintf("%q is not a strategy", s), "set it to auto (default), rewrite or annotate")
+		}
+	}
+	c.LogLevel = zerolog.InfoLevel
+	if s := get(EnvLogLevel); s != "" {
+		switch l, err := zerolog.ParseLevel(s); {
+		case err == nil && l >= zerolog.DebugLevel && l <= zerolog.ErrorLevel:
+			c.LogLevel = l
+		default:
+			errs.add(EnvLogLevel, fmt.Sprintf("%q is not a log level", s), "set it to debug (one line per object), info (default), warn or error")
 		}
 	}
 	c.Concurrency = DefaultConcurrency

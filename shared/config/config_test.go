@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 const token = "s3cr3t-robot-token"
@@ -67,13 +69,14 @@ func TestLoadEverything(t *testing.T) {
 		EnvCSEndpoint:             "localhost:18081",
 		EnvActionTrailEndpoint:    "[::1]:18082",
 		EnvEndpointScheme:         "http",
+		EnvLogLevel:               "DEBUG",
 		"REKEY_KUBECONFIG_CABC_1": "/etc/rekey/abc.kubeconfig",
 	}), Own{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Region != "cn-shanghai" || c.AccountID != "42" || c.Settle != 90*time.Second || c.RunMode != RunImmediate ||
-		c.Strategy != StrategyAnnotate || c.Concurrency != 8 || c.EndpointScheme != "HTTP" {
+		c.Strategy != StrategyAnnotate || c.Concurrency != 8 || c.EndpointScheme != "HTTP" || c.LogLevel != zerolog.DebugLevel {
 		t.Fatalf("config = %s", c)
 	}
 	if c.Window.Start != 22*60+30 || c.Window.End != 4*60 || c.Window.Location.String() != "Europe/Berlin" {
@@ -107,6 +110,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		EnvCSEndpoint:          "cs.example.com:99999",
 		EnvActionTrailEndpoint: "a b",
 		EnvEndpointScheme:      "ftp",
+		EnvLogLevel:            "trace",
 	}), Own{})
 	var ce *Error
 	if !errors.As(err, &ce) {
@@ -125,7 +129,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		`entry 5 (cluster c3): key ID "key x"`, `entry 6: "bad id" is not a cluster ID`, "the key ARN is in region cn-beijing",
 		`"Hangzhou" is not a region ID`, `"acct" is not a numeric account ID`, "hour 25 is out of range", `"Mars/Olympus" is not an IANA time zone`,
 		`"two minutes" is not a Go duration`, `"sometimes" is not a run mode`, `"replace-all" is not a strategy`,
-		"between 1 and 256", "alerts must go over https", `port "99999"`, `"ftp" is not a scheme`,
+		"between 1 and 256", "alerts must go over https", `port "99999"`, `"ftp" is not a scheme`, `"trace" is not a log level`,
 	} {
 		if !strings.Contains(msg, frag) {
 			t.Errorf("error lacks %q:\n%s", frag, msg)
@@ -179,6 +183,8 @@ func TestLoadTable(t *testing.T) {
 		{name: "settle negative", set: map[string]string{EnvSettle: "-1m"}, own: own, wantErr: "out of range"},
 		{name: "settle too long", set: map[string]string{EnvSettle: "25h"}, own: own, wantErr: "out of range"},
 		{name: "concurrency max", set: map[string]string{EnvConcurrency: "256"}, own: own},
+		{name: "log level warn", set: map[string]string{EnvLogLevel: "warn"}, own: own},
+		{name: "log level unknown", set: map[string]string{EnvLogLevel: "verbose"}, own: own, wantErr: "REKEY_LOG_LEVEL"},
 		{name: "concurrency too high", set: map[string]string{EnvConcurrency: "257"}, own: own, wantErr: "REKEY_CONCURRENCY"},
 		{name: "concurrency not a number", set: map[string]string{EnvConcurrency: "many"}, own: own, wantErr: "REKEY_CONCURRENCY"},
 		{name: "webhook generic https", set: map[string]string{EnvWebhookURL: "https://hooks.example.com/rekey"}, own: own},

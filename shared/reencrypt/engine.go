@@ -243,6 +243,7 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	}
 	s.Retries, s.Conflicts, s.Panics = r.retries.Load(), r.conflicts.Load(), r.panics.Load()
 	s.Failures, s.FailuresOmitted = r.failures.list, r.failures.omitted
+	s.Pace = paceSummary(e.opts.Pace, e.opts.Concurrency)
 	s.finish(e.opts.Clock.Now())
 	e.log.Info().Str("strategy", string(s.Strategy)).Bool("dryRun", s.DryRun).Bool("complete", s.Complete).Int64("listed", s.Total.Listed).
 		Int64("rewritten", s.Total.Rewritten).Int64("current", s.Total.Current).Int64("deleted", s.Total.Deleted).

@@ -76,4 +76,15 @@ func TestPaceLowersTheLimitOn429(t *testing.T) {
 	if st := lim.Stats(); st.Throttled != 3 || st.Decreases == 0 {
 		t.Fatalf("limiter stats %+v, want 3 throttled calls and the limit cut", st)
 	}
+	// The summary says why the run went at its speed.
+	if p := s.Pace; p == nil || p.Throttled != 3 || p.Decreases == 0 || p.Max != 8 || p.Limit >= 8 || p.Peak != 8 {
+		t.Fatalf("summary pace %+v, want 3 throttled, the limit cut below its max 8", p)
+	}
+}
+
+func TestSummaryHasNoPaceWhenUnpaced(t *testing.T) {
+	f := newFakeAPI(t, 10, "a")
+	if s := runOK(t, newEngine(t, f, func(o *Options) { o.Concurrency = 4 })); s.Pace != nil {
+		t.Fatalf("summary pace %+v without a limiter (--max-speed), want none", s.Pace)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rekey-dev/rekey/shared/pace"
 )
 
 // Outcome is what happened to one object.
@@ -90,6 +92,36 @@ type Summary struct {
 	// Panics counts panics recovered during the run: each failed its object (reason "panic: ...")
 	// or, in the lister or a callback, stopped the run.
 	Panics int64 `json:"panics,omitempty"`
+	// Pace describes the adaptive concurrency limiter (Options.Pace) at the end of the run; nil
+	// when the run was not paced (--max-speed, dry runs).
+	Pace *PaceSummary `json:"pace,omitempty"`
+}
+
+// PaceSummary is what the adaptive limiter did during a run: why a default run went at the speed
+// it did.
+type PaceSummary struct {
+	// Limit is the patches allowed in flight at the end; Peak the most it allowed; Max its bound
+	// (Options.Concurrency).
+	Limit int `json:"limit"`
+	Peak  int `json:"peak"`
+	Max   int `json:"max"`
+	// BaselineMs is the unloaded patch latency it measured, in milliseconds (0: not measured).
+	BaselineMs float64 `json:"baselineMs"`
+	// Increases and Decreases count its changes of the limit; Throttled the 429s and server
+	// timeouts that cut it at once.
+	Increases int64 `json:"increases"`
+	Decreases int64 `json:"decreases"`
+	Throttled int64 `json:"throttled"`
+}
+
+// paceSummary summarizes l (nil for no limiter).
+func paceSummary(l *pace.Limiter, maxInFlight int) *PaceSummary {
+	if l == nil {
+		return nil
+	}
+	st := l.Stats()
+	return &PaceSummary{Limit: st.Limit, Peak: st.Peak, Max: maxInFlight, BaselineMs: float64(st.Baseline) / float64(time.Millisecond),
+		Increases: st.Increases, Decreases: st.Decreases, Throttled: st.Throttled}
 }
 
 // OK reports whether the run was complete and every object ended rewritten, current or deleted.

@@ -598,6 +598,9 @@ func (h *harness) rekey(profile bool, args ...string) (client, error) {
 	}
 	c := client{peakKiB: peak, cpu: rusageCPU(cmd.ProcessState),
 		note: fmt.Sprintf("rewritten %d, current %d, retries %d", s.Total.Rewritten, s.Total.Current, s.Retries)}
+	if p := s.Pace; p != nil {
+		c.note += fmt.Sprintf("; pace: %d in flight at the end (peak %d), baseline %.1f ms, %d slowdowns", p.Limit, p.Peak, p.BaselineMs, p.Decreases)
+	}
 	if profile {
 		h.profile = prof
 		c.note += "; CPU profile: " + filepath.Base(prof)

@@ -18,6 +18,7 @@ import (
 	"github.com/rekey-dev/rekey/cmd/rekey/cli"
 	"github.com/rekey-dev/rekey/infra/local/kmsstack"
 	"github.com/rekey-dev/rekey/infra/local/twin"
+	"github.com/rekey-dev/rekey/shared/config"
 	"github.com/rekey-dev/rekey/shared/job"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/state"
@@ -120,7 +121,8 @@ func storedObjects(t *testing.T, cs kubernetes.Interface, when string) map[strin
 func TestSecretHygieneAndLeastPrivilege(t *testing.T) {
 	start := time.Now()
 	plugin := &syncBuffer{}
-	tw := startTwin(t, twin.Options{PluginLog: plugin})
+	// The functions log at debug: one line per object, the most text to scan.
+	tw := startTwin(t, twin.Options{PluginLog: plugin, Env: map[string]string{config.EnvLogLevel: "debug"}})
 	h := &hygiene{tw: tw, outputs: map[string][]byte{}}
 	admin := typed(t, tw.Cluster)
 	ctx := context.Background()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/rekey-dev/rekey/shared/reencrypt"
 )
 
 func TestRunHelpDocumentsMaxSpeed(t *testing.T) {
@@ -22,5 +24,26 @@ func TestRunHelpDocumentsMaxSpeed(t *testing.T) {
 	}
 	if v, err := cmd.Flags().GetBool("max-speed"); err != nil || !v {
 		t.Fatalf("--max-speed parsed as %v, %v", v, err)
+	}
+}
+
+func TestSummarySaysHowTheRunWasPaced(t *testing.T) {
+	s := reencrypt.Summary{Strategy: reencrypt.Rewrite, Complete: true,
+		Pace: &reencrypt.PaceSummary{Limit: 2, Peak: 5, Max: 32, BaselineMs: 1.25, Decreases: 7, Throttled: 1}}
+	var out bytes.Buffer
+	if err := printSummary(&out, "text", s); err != nil {
+		t.Fatal(err)
+	}
+	want := "pace: adaptive, 2 patches in flight at the end (peak 5 of --concurrency 32), unloaded latency 1.2 ms, 7 slowdowns, 1 throttled; --max-speed runs 32 at once"
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("summary lacks the pace line %q:\n%s", want, out.String())
+	}
+	s.Pace = nil // --max-speed
+	out.Reset()
+	if err := printSummary(&out, "text", s); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "pace:") {
+		t.Fatalf("an unpaced run's summary has a pace line:\n%s", out.String())
 	}
 }
