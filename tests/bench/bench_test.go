@@ -132,7 +132,7 @@ func BenchmarkRotation(b *testing.B) {
 			"the adoption gate, the pass, the convergence pass and the verifier.")
 		h.note("Targets are judged for both (c-max) and the default (c): the default gives up speed for the foreground " +
 			"client's latency by design, --max-speed is for maintenance windows. The foreground p99 is the 3rd-worst " +
-			"of ~300 samples per row, so it is noisy (idle p99 varied 2.8-5.2 ms between runs on this machine).")
+			"of ~300 samples per row, so it is noisy (idle p99 varied 2.5-9.0 ms between runs on this machine).")
 		for _, n := range cfg.ns {
 			h.runN(n)
 		}

@@ -34,7 +34,7 @@ func TestSummarySaysHowTheRunWasPaced(t *testing.T) {
 	if err := printSummary(&out, "text", s); err != nil {
 		t.Fatal(err)
 	}
-	want := "pace: adaptive, 2 patches in flight at the end (peak 5 of --concurrency 32), unloaded latency 1.2 ms, 7 slowdowns, 1 throttled; --max-speed runs 32 at once"
+	want := "pace: adaptive, 2 in flight at the end (peak 5 of --concurrency 32), unloaded latency 1.2 ms, 7 slowdowns, 1 throttled; --max-speed runs 32 at once"
 	if !strings.Contains(out.String(), want) {
 		t.Fatalf("summary lacks the pace line %q:\n%s", want, out.String())
 	}

@@ -317,7 +317,7 @@ func printSummary(w io.Writer, format string, s reencrypt.Summary) error {
 	}
 	fmt.Fprintf(w, "strategy %s; %.1fs, %.0f objects/s, %d retries, %d conflicts\n", mode, s.DurationSeconds, s.ObjectsPerSecond, s.Retries, s.Conflicts)
 	if p := s.Pace; p != nil {
-		fmt.Fprintf(w, "pace: adaptive, %d patches in flight at the end (peak %d of --concurrency %d), unloaded latency %.1f ms, %d slowdowns, %d throttled; --max-speed runs %d at once\n",
+		fmt.Fprintf(w, "pace: adaptive, %d in flight at the end (peak %d of --concurrency %d), unloaded latency %.1f ms, %d slowdowns, %d throttled; --max-speed runs %d at once\n",
 			p.Limit, p.Peak, p.Max, p.BaselineMs, p.Decreases, p.Throttled, p.Max)
 	}
 	if !s.Complete {
