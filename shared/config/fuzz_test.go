@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -33,27 +34,31 @@ func FuzzLoad(f *testing.F) {
 					t.Fatalf("bad problem %+v", p)
 				}
 			}
-			if secret != "" && strings.Contains(err.Error(), secret) {
-				t.Fatalf("error prints the webhook query: %v", err)
+			// The webhook's own problem (other variables' values may hold the same characters:
+			// REKEY_SETTLE="00000000" is echoed in its own problem).
+			for _, p := range ce.Problems {
+				if secret != "" && p.Var == EnvWebhookURL && strings.Contains(p.Problem+p.Fix, secret) {
+					t.Fatalf("error prints the webhook query: %v", err)
+				}
 			}
 			return
 		}
 		if len(c.Targets) == 0 || c.Concurrency < 1 || c.Settle < 0 || c.Window.Start == c.Window.End || c.Window.Location == nil {
 			t.Fatalf("accepted an invalid config: %s", c)
 		}
-		if secret != "" && strings.Contains(c.String(), secret) && !strings.Contains(c.KMSEndpoint+strings.Join(clusterKeys(c), ""), secret) {
+		// The webhook as String prints it (other fields may hold the same digits: a settle of
+		// 120000000000 ns contains "00000000").
+		var printed struct {
+			Webhook json.RawMessage `json:"webhook"`
+		}
+		if err := json.Unmarshal([]byte(c.String()), &printed); err != nil {
+			t.Fatalf("String is not JSON: %v: %s", err, c)
+		}
+		if secret != "" && strings.Contains(string(printed.Webhook), secret) {
 			t.Fatalf("String prints the webhook query: %s", c)
 		}
 		if c.EndpointScheme == "HTTP" && !isLoopback(c.KMSEndpoint) {
 			t.Fatalf("HTTP accepted for %s", c.KMSEndpoint)
 		}
 	})
-}
-
-func clusterKeys(c Config) []string {
-	var out []string
-	for _, t := range c.Targets {
-		out = append(out, t.Cluster, t.Key)
-	}
-	return out
 }

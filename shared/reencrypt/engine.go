@@ -102,8 +102,9 @@ type Options struct {
 	// OnPage is called each time the run can resume later than before: every object of the pages
 	// listed up to the Position it is given reached an outcome. done counts the objects of those
 	// pages in this run (not those of a resumed run's predecessors). Calls come in list order,
-	// never concurrently, from the listing goroutine or a worker, which waits for the call: keep it
-	// short (rate-bound any I/O). It is not called after the last page of the run: the run is then
+	// never concurrently, from the listing goroutine or a worker, which waits for the call while
+	// the others go on; a position is skipped when a later one was reported first. Keep it short
+	// (rate-bound any I/O). It is not called after the last page of the run: the run is then
 	// Complete.
 	OnPage func(next Position, done Counts)
 	// StopMargin, when positive and the run's context has a deadline, makes the run stop taking

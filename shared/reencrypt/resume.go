@@ -47,7 +47,21 @@ type pager struct {
 	pending []*page
 	blocked bool // a page was broken: no later position is safe in this run
 	done    Counts
+	found   uint64 // positions found so far, numbered in list order
 	report  func(Position, Counts)
+
+	// The report is called outside mu, so that a slow one (a checkpoint write) holds up only the
+	// goroutine that found the position, not every worker finishing an object. reportMu keeps the
+	// calls one at a time and in list order: a position older than the last reported is dropped.
+	reportMu sync.Mutex
+	reported uint64
+}
+
+// found is a position to report: the seq-th found, with the counts done up to it.
+type found struct {
+	seq  uint64
+	next Position
+	done Counts
 }
 
 // open starts a page.
@@ -72,7 +86,6 @@ func (p *pager) handOn(pg *page, toWorkers bool) {
 // finish records an object's outcome.
 func (p *pager) finish(pg *page, o Outcome) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	pg.outstanding--
 	switch o {
 	case Rewritten:
@@ -87,15 +100,18 @@ func (p *pager) finish(pg *page, o Outcome) {
 		pg.counts.NotAttempted++
 		pg.broken = true
 	}
-	p.advance()
+	f := p.advance()
+	p.mu.Unlock()
+	p.deliver(f)
 }
 
 // seal records that the lister handed on all of pg; a later run resumes at next once it is done.
 func (p *pager) seal(pg *page, next Position) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	pg.sealed, pg.next = true, next
-	p.advance()
+	f := p.advance()
+	p.mu.Unlock()
+	p.deliver(f)
 }
 
 // breakPage records that the lister left pg unfinished (the run stopped while handing it on).
@@ -105,8 +121,9 @@ func (p *pager) breakPage(pg *page) {
 	pg.broken = true
 }
 
-// advance pops the done pages at the head and reports the last one's position. Called with mu held.
-func (p *pager) advance() {
+// advance pops the done pages at the head and returns the last one's position to report (nil for
+// none). Called with mu held.
+func (p *pager) advance() *found {
 	var last *page
 	for !p.blocked && len(p.pending) > 0 {
 		pg := p.pending[0]
@@ -121,9 +138,25 @@ func (p *pager) advance() {
 		p.done.add(pg.counts)
 		last = pg
 	}
-	if last != nil && p.report != nil && !last.next.end() {
-		p.report(last.next, p.done)
+	if last == nil || p.report == nil || last.next.end() {
+		return nil
 	}
+	p.found++
+	return &found{seq: p.found, next: last.next, done: p.done}
+}
+
+// deliver reports f (nil: nothing) unless a later position was reported already. Called without mu.
+func (p *pager) deliver(f *found) {
+	if f == nil {
+		return
+	}
+	p.reportMu.Lock()
+	defer p.reportMu.Unlock()
+	if f.seq <= p.reported {
+		return
+	}
+	p.reported = f.seq
+	p.report(f.next, f.done)
 }
 
 // endOfRun is the position after the last page of the last scope: it is not reported (the run is

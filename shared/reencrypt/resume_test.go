@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -188,5 +189,47 @@ func TestStopMarginLetsInFlightPatchesFinish(t *testing.T) {
 	s2 := runOK(t, newEngine(t, f, func(o *Options) { o.PageSize = 10; o.Resume = &pos }))
 	if done.Listed+s2.Total.Listed != 200 || s.Total.Rewritten+s2.Total.Rewritten != 200 {
 		t.Fatalf("first %+v (committed %+v), second %+v: want 200 rewritten between them", s.Total, done, s2.Total)
+	}
+}
+
+// TestSlowOnPageHoldsUpOnlyItsCaller: while one OnPage call is slow (a checkpoint write), the other
+// workers go on finishing objects; the positions still come one at a time and in list order.
+func TestSlowOnPageHoldsUpOnlyItsCaller(t *testing.T) {
+	const n, workers = 200, 4
+	f := newFakeAPI(t, n, "a")
+	var p positions
+	var calls, inCall atomic.Int32
+	progressed := make(chan bool, 1)
+	s := runOK(t, newEngine(t, f, func(o *Options) {
+		o.PageSize, o.Concurrency = 10, workers
+		o.OnPage = func(next Position, done Counts) {
+			if inCall.Add(1) != 1 {
+				t.Error("OnPage called concurrently")
+			}
+			defer inCall.Add(-1)
+			p.record(next, done)
+			if calls.Add(1) != 1 {
+				return
+			}
+			// The first call waits until the other workers patched well past what they could
+			// if every worker's finish waited for this call.
+			start := f.patchCount()
+			deadline := time.Now().Add(5 * time.Second)
+			for f.patchCount() < start+4*workers && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			progressed <- f.patchCount() >= start+4*workers
+		}
+	}))
+	if s.Total.Rewritten != n {
+		t.Fatalf("summary %+v, want all %d rewritten", s.Total, n)
+	}
+	if !<-progressed {
+		t.Fatalf("no progress while OnPage was slow: the workers waited for it")
+	}
+	for i := 1; i < len(p.seen); i++ {
+		if p.seen[i].Continue <= p.seen[i-1].Continue || p.done[i].Listed <= p.done[i-1].Listed {
+			t.Fatalf("positions out of order: %+v", p.seen)
+		}
 	}
 }
