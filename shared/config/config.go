@@ -47,7 +47,7 @@ const (
 	DefaultWindow      = "01:00-05:00"
 	DefaultTimezone    = "Asia/Shanghai"
 	DefaultSettle      = 2 * time.Minute
-	DefaultConcurrency = 32
+	DefaultConcurrency = 64
 	MaxConcurrency     = 256
 	MaxSettle          = 24 * time.Hour
 )

@@ -25,7 +25,7 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultConcurrency     = 32
+	DefaultConcurrency     = 64
 	DefaultPageSize        = 500
 	DefaultConflictRetries = 5
 	DefaultCallTimeout     = 30 * time.Second

@@ -3,8 +3,9 @@
 // and --max-speed; annotate; a converged re-run), a raw saturating client (this machine's
 // ceiling) and the serverless functions on the local twin. For each N the key is rotated before
 // every row and etcd is scanned after it. Each row reports wall time, objects/s, ratios to the
-// replace pipeline and to the raw client, the client's peak RSS, CPU and bytes received, the KMS
-// stand-in's Encrypt/Decrypt calls, the API server's and etcd's CPU seconds per 1,000 objects, and
+// replace pipeline and to the raw client (e, c-max and g run back to back in rounds; their
+// median round is shown and their ratios are the median of each round's), the client's peak
+// RSS, CPU and bytes received, the KMS stand-in's Encrypt/Decrypt calls, the API server's and etcd's CPU seconds per 1,000 objects, and
 // the p99 latency of a foreground client GETting a Secret every 50 ms. Results go to
 // results/results.md, results.json and results.png (objects/s and peak RSS against N).
 //
@@ -17,4 +18,5 @@
 //	REKEY_BENCH_FUNCTIONS_MAX_N=50000 largest N with the functions row
 //	REKEY_BENCH_PROFILE_N=<largest>  N at which rekey --max-speed writes results/rekey-cpu.pprof
 //	REKEY_BENCH_IDLE=15s             how long the idle foreground client is sampled
+//	REKEY_BENCH_ROUNDS=3             rounds of the rows compared with the ceiling (e, c-max, g)
 package bench

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"image/color"
@@ -23,12 +24,12 @@ import (
 const (
 	rowReplace   = "a"
 	rowAnnotateK = "b"
-	rowRewrite   = "c"
+	rowRaw       = "e"
 	rowMaxSpeed  = "c-max"
+	rowFunctions = "g"
+	rowRewrite   = "c"
 	rowConverged = "f"
 	rowAnnotate  = "d"
-	rowRaw       = "e"
-	rowFunctions = "g"
 )
 
 // Encryption providers of a row.
@@ -72,7 +73,11 @@ type row struct {
 	Foreground foregroundStats `json:"foreground"`
 	// PassObjectsPerSecond is the functions' engine pass alone (row g; 0 elsewhere).
 	PassObjectsPerSecond float64 `json:"passObjectsPerSecond,omitempty"`
-	Note                 string  `json:"note,omitempty"`
+	// Rounds are ObjectsPerSecond in every round of a row run in rounds, in order (PassRounds:
+	// PassObjectsPerSecond); the row's other figures are its median round's.
+	Rounds     []float64 `json:"rounds,omitempty"`
+	PassRounds []float64 `json:"passRounds,omitempty"`
+	Note       string    `json:"note,omitempty"`
 }
 
 // report is everything one make bench run measured.
@@ -107,9 +112,99 @@ func (r *report) ratios() {
 			x.VsReplace = x.ObjectsPerSecond / a.ObjectsPerSecond
 		}
 		if e := r.find(x.N, rowRaw, x.Encryption); e != nil && e.ObjectsPerSecond > 0 {
-			x.VsRaw = x.ObjectsPerSecond / e.ObjectsPerSecond
+			x.VsRaw, _ = paired(x.ObjectsPerSecond, x.Rounds, e.ObjectsPerSecond, e.Rounds)
 		}
 	}
+}
+
+// collapse keeps one row per ID of the rows at (n, enc) that ran in rounds: the median round
+// (by the pass rate for g, by objects/s otherwise; the lower of the two middle ones for an even
+// count), with every round's rates in Rounds and PassRounds. It stays where the ID's first round
+// was.
+func (r *report) collapse(n int, enc string) {
+	byID := map[string][]int{}
+	for i, x := range r.Rows {
+		if x.N == n && x.Encryption == enc {
+			byID[x.ID] = append(byID[x.ID], i)
+		}
+	}
+	drop := map[int]bool{}
+	for _, idx := range byID {
+		if len(idx) < 2 {
+			continue
+		}
+		key := func(i int) float64 {
+			if r.Rows[i].PassObjectsPerSecond > 0 {
+				return r.Rows[i].PassObjectsPerSecond
+			}
+			return r.Rows[i].ObjectsPerSecond
+		}
+		var rounds, pass []float64
+		for _, i := range idx {
+			rounds = append(rounds, r.Rows[i].ObjectsPerSecond)
+			if p := r.Rows[i].PassObjectsPerSecond; p > 0 {
+				pass = append(pass, p)
+			}
+		}
+		sorted := slices.Clone(idx)
+		slices.SortStableFunc(sorted, func(a, b int) int { return cmp.Compare(key(a), key(b)) })
+		med := r.Rows[sorted[(len(sorted)-1)/2]]
+		med.Rounds = rounds
+		if len(pass) == len(idx) {
+			med.PassRounds = pass
+		}
+		r.Rows[idx[0]] = med
+		for _, i := range idx[1:] {
+			drop[i] = true
+		}
+	}
+	kept := r.Rows[:0]
+	for i, x := range r.Rows {
+		if !drop[i] {
+			kept = append(kept, x)
+		}
+	}
+	r.Rows = kept
+}
+
+// paired is the rate x over the rate y. When both ran in the same rounds (back to back in each),
+// it is the median of the rounds' ratios, which drift between rounds does not move, and each
+// round's ratio is returned too; otherwise it is x / y.
+func paired(x float64, xr []float64, y float64, yr []float64) (float64, []float64) {
+	if len(xr) < 2 || len(xr) != len(yr) {
+		if y <= 0 {
+			return 0, nil
+		}
+		return x / y, nil
+	}
+	each := make([]float64, len(xr))
+	for i := range xr {
+		if yr[i] <= 0 {
+			return 0, nil
+		}
+		each[i] = xr[i] / yr[i]
+	}
+	s := slices.Sorted(slices.Values(each))
+	return s[(len(s)-1)/2], each
+}
+
+// roundsNote lists a row's rounds for the results page ("" for a row run once).
+func roundsNote(x row) string {
+	if len(x.Rounds) < 2 {
+		return ""
+	}
+	list := func(v []float64) string {
+		var s []string
+		for _, f := range v {
+			s = append(s, fmt.Sprintf("%.0f", f))
+		}
+		return strings.Join(s, ", ")
+	}
+	note := fmt.Sprintf("median of %d rounds: %s obj/s", len(x.Rounds), list(x.Rounds))
+	if len(x.PassRounds) == len(x.Rounds) {
+		note += fmt.Sprintf(" (pass %s obj/s)", list(x.PassRounds))
+	}
+	return note
 }
 
 func mib(kib int64) string {
@@ -159,6 +254,9 @@ func (r *report) markdown() string {
 			method := x.Method
 			if x.Note != "" {
 				method += " — " + x.Note
+			}
+			if rn := roundsNote(x); rn != "" {
+				method += "; " + rn
 			}
 			method = strings.ReplaceAll(method, "|", `\|`)
 			fmt.Fprintf(&b, "| %s | %s | %.2f | %.0f | %s | %s | %s | %.1f | %.1f | %d/%d (%d/%d) | %.2f | %.2f | %d | %s | %s |\n",

@@ -42,9 +42,9 @@ func (r *report) judge() []target {
 				continue
 			}
 			if e != nil && e.ObjectsPerSecond > 0 {
-				got := c.ObjectsPerSecond / e.ObjectsPerSecond
+				got, each := paired(c.ObjectsPerSecond, c.Rounds, e.ObjectsPerSecond, e.Rounds)
 				add(n, fmt.Sprintf("(%s) >= %.0f%% of (e)", id, targetVsRaw*100), got >= targetVsRaw,
-					"%.0f vs %.0f obj/s = %.2fx", c.ObjectsPerSecond, e.ObjectsPerSecond, got)
+					"%s", rateFigure(c.ObjectsPerSecond, e.ObjectsPerSecond, got, each))
 			}
 			ceiling := func(base *row) string {
 				if e == nil || base.ObjectsPerSecond <= 0 {
@@ -105,10 +105,10 @@ func (r *report) judge() []target {
 				"per rotation: %s; during rekey's rows: %d", strings.Join(perRotation, ", "), perRow)
 		}
 		if g, cm := r.find(n, rowFunctions, encKMS), r.find(n, rowMaxSpeed, encKMS); g != nil && cm != nil && g.PassObjectsPerSecond > 0 {
-			got := g.PassObjectsPerSecond / cm.ObjectsPerSecond
+			got, each := paired(g.PassObjectsPerSecond, g.PassRounds, cm.ObjectsPerSecond, cm.Rounds)
 			add(n, fmt.Sprintf("(g) pass within %.0f%% of (c-max)", targetFunctions*100), got >= 1-targetFunctions,
-				"%.0f vs %.0f obj/s = %.2fx; whole job with its convergence pass and verifier %.0f obj/s",
-				g.PassObjectsPerSecond, cm.ObjectsPerSecond, got, g.ObjectsPerSecond)
+				"%s; whole job with its convergence pass and verifier %.0f obj/s",
+				rateFigure(g.PassObjectsPerSecond, cm.ObjectsPerSecond, got, each), g.ObjectsPerSecond)
 		}
 	}
 	for _, id := range []string{rowMaxSpeed, rowRewrite} {
@@ -132,6 +132,19 @@ func (r *report) judge() []target {
 		}
 	}
 	return ts
+}
+
+// rateFigure words a rate ratio: x vs y = got, or, when got is the median of the rounds' ratios
+// each, those ratios and the median rates.
+func rateFigure(x, y, got float64, each []float64) string {
+	if len(each) == 0 {
+		return fmt.Sprintf("%.0f vs %.0f obj/s = %.3fx", x, y, got)
+	}
+	var s []string
+	for _, r := range each {
+		s = append(s, fmt.Sprintf("%.2fx", r))
+	}
+	return fmt.Sprintf("%.3fx, the median of the rounds' ratios %s (median rates %.0f vs %.0f obj/s)", got, strings.Join(s, ", "), x, y)
 }
 
 // targetsMarkdown renders the judged targets as a table.
