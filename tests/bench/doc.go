@@ -5,9 +5,10 @@
 // every row and etcd is scanned after it. Each row reports wall time, objects/s, ratios to the
 // replace pipeline and to the raw client (e, c-max and g run back to back in rounds; their
 // median round is shown and their ratios are the median of each round's), the client's peak
-// RSS, CPU and bytes received, the KMS stand-in's Encrypt/Decrypt calls, the API server's and etcd's CPU seconds per 1,000 objects, and
-// the p99 latency of a foreground client GETting a Secret every 50 ms. Results go to
-// results/results.md, results.json and results.png (objects/s and peak RSS against N).
+// RSS, CPU and bytes received, the KMS stand-in's Encrypt/Decrypt calls, the API server's and
+// etcd's CPU seconds per 1,000 objects, and the p99 latency of a foreground client GETting a
+// Secret every 50 ms. Results go to results/results.md, results.json and results.png (objects/s
+// and peak RSS against N).
 //
 // Knobs (environment):
 //
