@@ -621,7 +621,7 @@ func (h *harness) rekey(profile bool, args ...string) (client, error) {
 	}
 	c := client{peakKiB: peak, cpu: rusageCPU(cmd.ProcessState),
 		note: fmt.Sprintf("rewritten %d, current %d, retries %d; pass %.2fs (%.0f obj/s; wall time adds start-up)",
-			s.Total.Rewritten, s.Total.Current, s.Retries, s.DurationSeconds, float64(s.Total.Listed)/max(s.DurationSeconds, 1e-9))}
+			s.Total.Rewritten, s.Total.Current, s.Retries, s.DurationSeconds, s.ObjectsPerSecond)}
 	if p := s.Pace; p != nil {
 		c.note += fmt.Sprintf("; pace: %d in flight at the end (peak %d), baseline %.1f ms, %d slowdowns", p.Limit, p.Peak, p.BaselineMs, p.Decreases)
 	}
