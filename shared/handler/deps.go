@@ -152,6 +152,10 @@ type JobOutcome struct {
 	Reason string `json:"reason,omitempty"`
 	// VerifiedVersion is the key version every Secret was verified under (Status done).
 	VerifiedVersion string `json:"verifiedVersion,omitempty"`
+	// NoProgress says why a partial job moved its checkpoint nowhere in this invocation; Stalled
+	// counts such invocations in a row (a notice goes out at StalledNotice).
+	NoProgress string `json:"noProgress,omitempty"`
+	Stalled    int    `json:"stalled,omitempty"`
 	// Detail is the job's full outcome (summary, evidence, verifier report), for the result.
 	Detail any `json:"detail,omitempty"`
 }

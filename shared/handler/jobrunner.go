@@ -45,6 +45,7 @@ func JobRunner(cfg config.Config, k kms.Client, trail actiontrail.Lookuper, clk 
 		if err != nil {
 			return JobOutcome{}, err
 		}
-		return JobOutcome{Status: Status(out.Status), Reason: out.Reason, VerifiedVersion: out.VerifiedVersion, Detail: out}, nil
+		return JobOutcome{Status: Status(out.Status), Reason: out.Reason, VerifiedVersion: out.VerifiedVersion,
+			NoProgress: out.NoProgress, Stalled: out.Stalled, Detail: out}, nil
 	}
 }

@@ -2,12 +2,15 @@ package handler
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rekey-dev/rekey/shared/config"
 	"github.com/rekey-dev/rekey/shared/kms"
+	"github.com/rekey-dev/rekey/shared/policy"
 )
 
 func TestOffPeakFindsAMovedPrimaryVersionOnEveryTick(t *testing.T) {
@@ -121,6 +124,38 @@ func TestOffPeakStopsAtPartialAndNearTheDeadline(t *testing.T) {
 	}
 	if len(e2.runner.clusters()) != 0 || res.Clusters[0].Status != clusterSkipped {
 		t.Fatalf("near the deadline: ran %v, clusters %+v", e2.runner.clusters(), res.Clusters)
+	}
+}
+
+// TestOffPeakNoticesAJobWithoutProgress: a job that made no progress in two invocations in a row
+// sends one warning notice naming the cluster, the job and the reason; the first such invocation
+// and the third do not.
+func TestOffPeakNoticesAJobWithoutProgress(t *testing.T) {
+	e := newEnv(t, map[string]string{config.EnvTargets: c1 + "=" + keyA})
+	reason := "the time left before the deadline was too short to patch one object"
+	for i := 1; i <= 3; i++ {
+		e.runner.queue(c1, JobOutcome{Status: StatusPartial, Reason: "stopped without progress", NoProgress: reason, Stalled: i})
+		res, err := e.offpeak().Handle(fcContext(fmt.Sprintf("tick-%d", i)), timerPayload(t, inWindow))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Clusters[0].Jobs[0].Outcome; got.NoProgress != reason || got.Stalled != i {
+			t.Fatalf("tick %d: outcome %+v, want the no-progress reason and stalled %d in the result", i, got, i)
+		}
+		e.notifier.mu.Lock()
+		sent := len(e.notifier.sent)
+		e.notifier.mu.Unlock()
+		if want := min(i-1, 1); sent != want {
+			t.Fatalf("after tick %d: %d notices, want %d", i, sent, want)
+		}
+	}
+	n := e.notifier.sent[0]
+	if n.Severity != policy.Warning || !slices.Equal(n.Clusters, []string{c1}) || !strings.Contains(n.Title, "no progress in 2 invocations") ||
+		!strings.Contains(n.Impact, reason) {
+		t.Fatalf("notice %+v", n)
+	}
+	if !strings.Contains(e.logs.String(), "made no progress") {
+		t.Fatalf("the notice is not in the log:\n%s", e.logs.String())
 	}
 }
 

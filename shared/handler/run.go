@@ -9,7 +9,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/rekey-dev/rekey/shared/alicloud"
 	"github.com/rekey-dev/rekey/shared/panics"
+	"github.com/rekey-dev/rekey/shared/policy"
 	"github.com/rekey-dev/rekey/shared/state"
 )
 
@@ -137,6 +139,9 @@ func (h *base) runCluster(ctx context.Context, c Cluster, holder string, margin 
 			ev = log.Warn()
 		}
 		ev.Str("cluster", c.ID).Str("job", next.ID).Str("status", string(out.Status)).Str("verifiedVersion", out.VerifiedVersion).Msg("job: " + out.Reason)
+		if out.Stalled == StalledNotice {
+			h.stalled(ctx, c.ID, *next, out, log)
+		}
 		switch out.Status {
 		case StatusDone:
 			if out.VerifiedVersion == "" {
@@ -170,5 +175,34 @@ func (h *base) runCluster(ctx context.Context, c Cluster, holder string, margin 
 			run.Jobs = append(run.Jobs, res)
 			return nil
 		}
+	}
+}
+
+// StalledNotice is the number of invocations in a row without progress on one job that sends a
+// warning notice (once: the count goes on, the notice is not repeated until progress resets it).
+const StalledNotice = 2
+
+// stalled sends the notice of a job that made no progress StalledNotice invocations in a row. A
+// failed delivery is logged: the job's own outcome stands either way.
+func (h *base) stalled(ctx context.Context, cluster string, j state.JobRecord, out JobOutcome, log *zerolog.Logger) {
+	n := policy.Notice{
+		Severity: policy.Warning,
+		Title:    fmt.Sprintf("rekey job %s on cluster %s made no progress in %d invocations in a row", j.ID, cluster, out.Stalled),
+		Key:      alicloud.Redact(j.Key),
+		Clusters: []string{cluster},
+		Action:   "re-encryption job",
+		Impact: "Secrets stay under the old key version until the job moves: " + out.NoProgress +
+			". Give the function a longer timeout, or check the API server's health and load.",
+		Actor:   "rekey",
+		Account: h.deps.Config.AccountID,
+		Region:  h.deps.Config.Region,
+		Time:    h.deps.Clock.Now(),
+	}
+	log.Warn().Str("cluster", cluster).Str("job", j.ID).Int("stalled", out.Stalled).Msg("notice: " + n.Title)
+	if h.deps.Notifier == nil {
+		return
+	}
+	if err := h.deps.Notifier.Send(ctx, n); err != nil {
+		log.Error().Err(err).Str("cluster", cluster).Str("job", j.ID).Msg("the no-progress notice was not delivered")
 	}
 }

@@ -294,7 +294,11 @@ func (r *runner) resumable(ctx context.Context, t *tracker, strategy reencrypt.S
 		Str("namespace", pos.Namespace).Bool("resumed", !pos.IsStart()).Msg("pass starting")
 	wctx, stopWatch := r.watchKey(ctx) // keywatch.go: a key disabled mid-pass stops it at once
 	defer stopWatch()
-	return e.Run(wctx)
+	s, err := e.Run(wctx)
+	t.mu.Lock()
+	t.ran, t.last, t.lastErr = true, s, err
+	t.mu.Unlock()
+	return s, err
 }
 
 // interrupted ends an invocation that stopped: it flushes the checkpoint (unless another holder
@@ -312,12 +316,21 @@ func (r *runner) interrupted(ctx, wctx context.Context, t *tracker, out Outcome,
 	if errors.As(err, &se) {
 		out.Status = StatusFailed
 	}
+	if out.Status == StatusPartial {
+		out.NoProgress, out.Stalled = t.progress(err)
+		if out.NoProgress != "" {
+			r.log.Warn().Str("job", out.Job).Int("stalled", out.Stalled).Msg("no progress in this invocation: " + out.NoProgress)
+		}
+	}
 	o, ferr := r.settle(ctx, t, out)
 	if ferr != nil {
 		return o, ferr
 	}
 	if o.Status == StatusPartial && retErr == nil {
 		o.Reason = fmt.Sprintf("stopped before the deadline in phase %s; the next invocation resumes from the checkpoint (%s)", t.cur.Phase, err)
+		if o.NoProgress != "" {
+			o.Reason = fmt.Sprintf("stopped before the deadline in phase %s without progress (%d invocations in a row): %s", t.cur.Phase, o.Stalled, o.NoProgress)
+		}
 	}
 	return o, retErr
 }
@@ -347,6 +360,13 @@ type tracker struct {
 	mu   sync.Mutex
 	cur  state.Checkpoint
 	base reencrypt.Counts // the phase's counts before the current engine run
+
+	// from is where the job stood when this invocation started; last is the last engine run of
+	// this invocation (ran: there was one), for telling whether the invocation made progress.
+	from    state.Checkpoint
+	ran     bool
+	last    reencrypt.Summary
+	lastErr error
 }
 
 // track loads the checkpoint, or starts one: when there is none, or it is for another primary
@@ -362,6 +382,7 @@ func (r *runner) track(cp *state.Checkpointer, cancel context.CancelCauseFunc) *
 		}
 		t.cur.Invocations++
 		t.base = loaded.Counts
+		t.from = loaded
 		r.log.Info().Str("phase", string(loaded.Phase)).Str("resource", loaded.Resource).Str("namespace", loaded.Namespace).
 			Int64("done", loaded.Counts.Done()).Int("invocations", loaded.Invocations).Str("holder", loaded.Holder).Msg("resuming from the checkpoint")
 		return t
@@ -370,14 +391,45 @@ func (r *runner) track(cp *state.Checkpointer, cancel context.CancelCauseFunc) *
 		r.log.Info().Str("checkpointPrimary", loaded.Notes[NotePrimary]).Str("primary", r.primary).Msg("the checkpoint is for another key version; starting over")
 	}
 	t.cur = state.Checkpoint{Phase: state.PhasePass, Notes: map[string]string{NotePrimary: r.primary}, Invocations: 1}
+	if found {
+		t.cur.Stalled = loaded.Stalled
+	}
+	t.from = t.cur
 	return t
+}
+
+// progress tells whether this invocation moved the job forward, once it stopped with err: the
+// phase changed, or the checkpoint's position or done count moved. When it did not (and an engine
+// pass ran), it returns why, and the invocations in a row that made none (kept in the checkpoint);
+// otherwise "" and 0, and the count starts again.
+func (t *tracker) progress(err error) (reason string, stalled int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	moved := t.cur.Phase != t.from.Phase || t.cur.Resource != t.from.Resource || t.cur.Namespace != t.from.Namespace ||
+		t.cur.Continue != t.from.Continue || t.cur.After != t.from.After || t.cur.Counts.Done() != t.from.Counts.Done() ||
+		t.cur.Notes[NoteConverged] != t.from.Notes[NoteConverged]
+	if moved || !t.ran {
+		t.cur.Stalled = 0
+		return "", 0
+	}
+	t.cur.Stalled = t.from.Stalled + 1
+	s := t.last
+	switch {
+	case s.Total.Done() > 0:
+		reason = fmt.Sprintf("%d objects reached an outcome, but not the first one listed after the checkpoint, so nothing could be saved", s.Total.Done())
+	case s.Retries > 0 || (t.lastErr != nil && !errors.Is(t.lastErr, reencrypt.ErrStopped)):
+		reason = fmt.Sprintf("the API server did not answer one patch (%d retries): %v", s.Retries, err)
+	default:
+		reason = fmt.Sprintf("the time left before the deadline was too short to patch one object (%v)", err)
+	}
+	return reason, t.cur.Stalled
 }
 
 // start reports whether the phase starts from the top in this invocation.
 func (t *tracker) start() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.cur.Resource == "" && t.cur.Continue == "" && t.cur.Counts == (reencrypt.Counts{})
+	return t.cur.Resource == "" && t.cur.Continue == "" && t.cur.After == "" && t.cur.Counts == (reencrypt.Counts{})
 }
 
 func (t *tracker) note(k, v string) {
@@ -389,7 +441,7 @@ func (t *tracker) note(k, v string) {
 func (t *tracker) position() reencrypt.Position {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return reencrypt.Position{Resource: t.cur.Resource, Namespace: t.cur.Namespace, Continue: t.cur.Continue}
+	return reencrypt.Position{Resource: t.cur.Resource, Namespace: t.cur.Namespace, Continue: t.cur.Continue, After: t.cur.After}
 }
 
 // startPhase starts phase from the top, keeping the notes that hold across phases.
@@ -417,7 +469,7 @@ func (t *tracker) restart(p state.Phase) {
 func (t *tracker) complete(total reencrypt.Counts) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.cur.Resource, t.cur.Namespace, t.cur.Continue = "", "", ""
+	t.cur.Resource, t.cur.Namespace, t.cur.Continue, t.cur.After = "", "", "", ""
 	t.cur.Counts, t.base = total, total
 	t.cur.Notes[NoteConverged] = "true"
 }
@@ -435,8 +487,9 @@ func (t *tracker) snapshot() *state.Checkpoint {
 func (t *tracker) onPage(ctx context.Context) func(reencrypt.Position, reencrypt.Counts) {
 	return func(next reencrypt.Position, done reencrypt.Counts) {
 		t.mu.Lock()
-		t.cur.Resource, t.cur.Namespace, t.cur.Continue = next.Resource, next.Namespace, next.Continue
+		t.cur.Resource, t.cur.Namespace, t.cur.Continue, t.cur.After = next.Resource, next.Namespace, next.Continue, next.After
 		t.cur.Counts = t.base.Plus(done)
+		t.cur.Stalled = 0 // the checkpoint moved
 		t.mu.Unlock()
 		if _, err := t.cp.Save(ctx, *t.snapshot()); err != nil {
 			if errors.Is(err, state.ErrCheckpointTaken) {

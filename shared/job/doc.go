@@ -24,8 +24,8 @@
 // # Checkpoints, deadlines and resuming (Deps.State set)
 //
 // A job is checkpointed in its cluster (state.Checkpointer, ConfigMap rekey-checkpoint-<job>): the
-// phase (pass or convergence), the resource, namespace and list continue token where the next
-// invocation resumes, the counters of the phase so far, and notes (the key version the adoption
+// phase (pass or convergence), the resource, namespace, list continue token and the last object
+// done in that page, where the next invocation resumes, the counters of the phase so far, and notes (the key version the adoption
 // gate proved, and whether that proof was direct; the pass's totals; whether the convergence pass
 // completed). The checkpoint is saved at a bounded rate from the engine's Options.OnPage, and
 // flushed when the invocation stops.
@@ -33,7 +33,16 @@
 // The job stops taking work Deps.StopMargin before ctx's deadline (the Function Compute
 // timeout): patches in flight finish, the checkpoint is flushed, and Run returns Outcome partial.
 // The next invocation resumes from the checkpoint; an expired continue token restarts that list
-// (rewriting is idempotent: objects already done come back current).
+// (rewriting is idempotent: objects already done come back current), skipping what is done.
+//
+// Guarantee: each invocation that reaches the pass saves its progress, however slow the API
+// server. The checkpoint records the position up to which every listed object has an outcome,
+// object by object inside a page (reencrypt.Position.After, state.Checkpoint.After), not only at
+// page boundaries: an invocation that brought the first object after the checkpoint to an outcome
+// moves it, whatever the page size and the time one page takes. An invocation that ran a pass and
+// did not move the checkpoint says so (Outcome.NoProgress: the time left too short for one patch,
+// or the API server not answering) and counts it in the checkpoint (Outcome.Stalled, invocations
+// in a row; the functions send a notice at two).
 //
 // The verifier's convergence pass is checkpointed the same way (phase convergence), so a job
 // finishes under any deadline, however short. Convergence must be one full pass that rewrote

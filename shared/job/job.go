@@ -189,6 +189,11 @@ type Outcome struct {
 	// VerifiedVersion is the key version every object was verified under; set when Status is done
 	// and the verifier ran with a key.
 	VerifiedVersion string `json:"verifiedVersion,omitempty"`
+	// NoProgress, set on a partial outcome with State, says why this Run ran a pass but did not
+	// move the checkpoint (the deadline too short for one patch, the API server failing); Stalled
+	// counts such Runs in a row for the job, this one included.
+	NoProgress string `json:"noProgress,omitempty"`
+	Stalled    int    `json:"stalled,omitempty"`
 	// Err is the fault behind a failed or partial outcome, for callers that map it to an exit code
 	// (*SpecError, *cluster.AccessError, *reencrypt.PermissionError, the adoption gate's error,
 	// reencrypt.ErrStopped, ctx's error).

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -142,15 +143,16 @@ func TestDeadlineLeavesACheckpoint(t *testing.T) {
 	if err != nil || !found {
 		t.Fatalf("no checkpoint after the deadline: %v", err)
 	}
-	if cp.Phase != state.PhasePass || cp.Continue == "" || cp.Holder != "inv-1" || cp.Counts.Done() == 0 || cp.Notes[NotePrimary] != f.primary {
+	if cp.Phase != state.PhasePass || (cp.Continue == "" && cp.After == "") || cp.Holder != "inv-1" || cp.Counts.Done() == 0 || cp.Notes[NotePrimary] != f.primary {
 		t.Fatalf("checkpoint %+v", cp)
 	}
-	// The position is safe: every object before it is no longer stale.
+	// The position is safe: every object before it is no longer stale (the fake's continue token
+	// is the next key; After is the last key done in the page listed from it).
 	f.api.mu.Lock()
 	for k, stale := range f.api.stale {
-		if k < cp.Continue && stale {
+		if (k < cp.Continue || (cp.After != "" && k <= cp.After)) && stale {
 			f.api.mu.Unlock()
-			t.Fatalf("%s is before the checkpoint %q but still stale", k, cp.Continue)
+			t.Fatalf("%s is before the checkpoint %q/%q but still stale", k, cp.Continue, cp.After)
 		}
 	}
 	f.api.mu.Unlock()
@@ -183,6 +185,74 @@ func TestDeadlineLeavesACheckpoint(t *testing.T) {
 	}
 	if _, found, _ := f.store.LoadCheckpoint(context.Background(), f.jobID()); found {
 		t.Fatal("the checkpoint survived the job")
+	}
+}
+
+// TestEveryInvocationMovesTheCheckpoint: pages much longer than an invocation (a page of 200 at
+// 20 ms a patch and 2 in flight is ~2 s; each invocation has ~0.6 s of work): every invocation
+// moves the checkpoint inside the page and none reports no progress; the job finishes.
+func TestEveryInvocationMovesTheCheckpoint(t *testing.T) {
+	f := newFixture(t, 200)
+	f.api.patchDelay = 20 * time.Millisecond
+	spec := f.spec()
+	spec.Concurrency, spec.PageSize = 2, 200
+	var prev int64
+	for i := 1; ; i++ {
+		if i > 30 {
+			t.Fatal("the job did not finish in 30 invocations")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+		deps := f.deps(fmt.Sprintf("inv-%d", i))
+		deps.StopMargin = 600 * time.Millisecond
+		out := mustRun(t, ctx, spec, deps)
+		cancel()
+		if out.Status == StatusDone {
+			if i < 3 {
+				t.Fatalf("done after %d invocations: the deadline did not bite", i)
+			}
+			break
+		}
+		if out.Status != StatusPartial || out.NoProgress != "" || out.Stalled != 0 || out.Checkpoint == nil {
+			t.Fatalf("invocation %d: %s %q (no progress %q, stalled %d)", i, out.Status, out.Reason, out.NoProgress, out.Stalled)
+		}
+		done := out.Checkpoint.Counts.Done()
+		if out.Checkpoint.Phase == state.PhasePass && done <= prev {
+			t.Fatalf("invocation %d: the checkpoint did not move (%d done, %d before)", i, done, prev)
+		}
+		prev = done
+		if out.Checkpoint.Phase != state.PhasePass {
+			prev = 0
+		}
+	}
+}
+
+// TestInvocationsWithoutProgressSayWhy: when not one patch fits in an invocation (each takes
+// longer than the time left), the invocation says it made no progress and why, and the count of
+// such invocations in a row is kept in the checkpoint; an invocation that moves resets it.
+func TestInvocationsWithoutProgressSayWhy(t *testing.T) {
+	f := newFixture(t, 20)
+	f.api.patchDelay = 3 * time.Second
+	spec := f.spec()
+	spec.Concurrency = 2
+	for i := 1; i <= 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		deps := f.deps(fmt.Sprintf("slow-%d", i))
+		deps.StopMargin = time.Second
+		out := mustRun(t, ctx, spec, deps)
+		cancel()
+		if out.Status != StatusPartial || out.Stalled != i || !strings.Contains(out.NoProgress, "too short to patch one object") ||
+			!strings.Contains(out.Reason, "without progress") {
+			t.Fatalf("invocation %d: %s %q, no progress %q, stalled %d; want partial, no progress, stalled %d", i, out.Status, out.Reason, out.NoProgress, out.Stalled, i)
+		}
+		cp, _, err := f.store.LoadCheckpoint(context.Background(), f.jobID())
+		if err != nil || cp.Stalled != i {
+			t.Fatalf("checkpoint after invocation %d: stalled %d (%v), want %d", i, cp.Stalled, err, i)
+		}
+	}
+	f.api.patchDelay = 0
+	out := mustRun(t, context.Background(), spec, f.deps("fast"))
+	if out.Status != StatusDone || out.NoProgress != "" || out.Stalled != 0 {
+		t.Fatalf("fast invocation: %s %q, no progress %q, stalled %d", out.Status, out.Reason, out.NoProgress, out.Stalled)
 	}
 }
 

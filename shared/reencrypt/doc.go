@@ -21,6 +21,12 @@
 // Continue tokens that expire with etcd compaction are followed or, failing that, the list starts
 // again from the top and skips what it already handed on, so no object is counted twice.
 //
+// A run reports where a later run may resume (Options.OnPage) object by object: the [Position] up
+// to which every listed object has an outcome, inside a page (the page's continue token and the
+// key of the last object done) as well as at page boundaries. So a run that stops before the end
+// of a page, however long one page takes, still leaves a position past every object it finished
+// in list order; a resumed run lists that page again and skips the objects up to the position.
+//
 // A patch answered 404 counts Deleted only when a fresh GET agrees; an object the GET still finds
 // is patched once more, then failed with a reason that says so (notfound.go). No goroutine of a
 // run can take the process down: a panic while processing an object fails that object ("panic:

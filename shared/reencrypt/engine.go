@@ -94,18 +94,21 @@ type Options struct {
 	OnObject func(target string, o Outcome)
 
 	// Resume, when set, starts the run at a Position a previous run reported to OnPage: targets
-	// before Resume.Resource and scopes before Resume.Namespace are skipped, and the list starts
-	// from Resume.Continue. An expired continue token restarts that scope's list from the top
-	// (rewriting is idempotent). A position that names no target or scope of these options starts
-	// the run from the beginning.
+	// before Resume.Resource and scopes before Resume.Namespace are skipped, the list starts from
+	// Resume.Continue and skips the objects up to Resume.After. An expired continue token restarts
+	// that scope's list from the top, still skipping up to After (rewriting is idempotent). A
+	// position that names no target or scope of these options starts the run from the beginning.
 	Resume *Position
-	// OnPage is called each time the run can resume later than before: every object of the pages
-	// listed up to the Position it is given reached an outcome. done counts the objects of those
-	// pages in this run (not those of a resumed run's predecessors). Calls come in list order,
-	// never concurrently, from the listing goroutine or a worker, which waits for the call while
-	// the others go on; a position is skipped when a later one was reported first. Keep it short
-	// (rate-bound any I/O). It is not called after the last page of the run: the run is then
-	// Complete.
+	// OnPage is called each time the run can resume later than before: every object listed up to
+	// the Position it is given reached an outcome. Positions move object by object inside a page
+	// (Position.After), so a run that stops in the middle of a page still saves its progress.
+	// done counts the objects up to the position in this run (not those of a resumed run's
+	// predecessors). Calls come in list order, never concurrently, from the listing goroutine or
+	// a worker; a worker that finds a position while a call is under way does not wait for it:
+	// the goroutine making the call reports the newest position when it returns, so intermediate
+	// positions may be skipped but the last one found is always reported before Run returns. Keep
+	// it short (rate-bound any I/O). It is not called after the last page of the run: the run is
+	// then Complete.
 	OnPage func(next Position, done Counts)
 	// StopMargin, when positive and the run's context has a deadline, makes the run stop taking
 	// work StopMargin before the deadline: the lister hands on no more objects and workers start no
@@ -190,6 +193,7 @@ func (e *PermissionError) Unwrap() error { return e.Err }
 type item struct {
 	namespace, name, resourceVersion string
 	page                             *page
+	index                            int // in page
 }
 
 // run is the state of one Run.
@@ -223,15 +227,15 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 		failures: &failureLog{max: e.opts.MaxFailures}, rotation: start}
 	r.pager = &pager{report: r.onPage()}
 	s := Summary{Strategy: e.opts.Strategy, DryRun: e.opts.DryRun, StartedAt: start}
-	ti, si, cont := r.resumeAt()
+	ti, si, from := r.resumeAt()
 	var err error
 	for i, t := range e.opts.Targets {
 		if i < ti {
 			continue
 		}
 		var rs ResourceSummary
-		rs, err = r.target(i, t, si, cont)
-		si, cont = 0, ""
+		rs, err = r.target(i, t, si, from)
+		si, from = 0, Position{}
 		s.Resources = append(s.Resources, rs)
 		if err != nil {
 			break
@@ -281,12 +285,12 @@ func (e *Engine) scopes() []string {
 	return out
 }
 
-// resumeAt turns Options.Resume into the target and scope indexes and the continue token to start
-// from.
-func (r *run) resumeAt() (target, scope int, cont string) {
+// resumeAt turns Options.Resume into the target and scope indexes to start from, and the position
+// in that scope (its continue token and skip key).
+func (r *run) resumeAt() (target, scope int, from Position) {
 	p := r.opts.Resume
 	if p == nil || p.IsStart() {
-		return 0, 0, ""
+		return 0, 0, Position{}
 	}
 	for ti, t := range r.opts.Targets {
 		if t.Name != p.Resource {
@@ -294,12 +298,12 @@ func (r *run) resumeAt() (target, scope int, cont string) {
 		}
 		for si, ns := range r.scopes {
 			if ns == p.Namespace {
-				return ti, si, p.Continue
+				return ti, si, *p
 			}
 		}
 	}
 	r.log.Warn().Str("resource", p.Resource).Str("namespace", p.Namespace).Msg("resume position names no target or scope of this run; starting from the beginning")
-	return 0, 0, ""
+	return 0, 0, Position{}
 }
 
 // next returns the position after the last page of scope si of target ti.
@@ -314,8 +318,8 @@ func (r *run) next(ti, si int) Position {
 }
 
 // target processes one resource type: a lister feeding a bounded channel read by N workers. It
-// starts at scope index si, from continue token cont.
-func (r *run) target(ti int, t Target, si int, cont string) (ResourceSummary, error) {
+// starts at scope index si, from the continue token and skip key of from.
+func (r *run) target(ti int, t Target, si int, from Position) (ResourceSummary, error) {
 	var tl tally
 	items := make(chan item, 2*r.opts.Concurrency)
 	var wg sync.WaitGroup
@@ -328,7 +332,7 @@ func (r *run) target(ti int, t Target, si int, cont string) (ResourceSummary, er
 			}
 		}()
 	}
-	listErr := r.listContained(ti, t, si, cont, items, &tl)
+	listErr := r.listContained(ti, t, si, from, items, &tl)
 	close(items)
 	wg.Wait()
 	rs := ResourceSummary{Resource: t.Name, Counts: tl.counts()}
@@ -347,21 +351,22 @@ func (r *run) target(ti int, t Target, si int, cont string) (ResourceSummary, er
 	return rs, nil
 }
 
-// list pages through the target's objects, from scope index first and continue token cont, and
-// sends them to items.
-func (r *run) list(ti int, t Target, first int, cont string, items chan<- item, tl *tally) error {
+// list pages through the target's objects, from scope index first at the continue token and skip
+// key of from, and sends them to items.
+func (r *run) list(ti int, t Target, first int, from Position, items chan<- item, tl *tally) error {
 	var notIn []fields.Selector
 	for _, ns := range r.opts.ExcludeNamespaces {
 		notIn = append(notIn, fields.OneTermNotEqualSelector("metadata.namespace", ns))
 	}
 	for si := first; si < len(r.scopes); si++ {
 		ns := r.scopes[si]
-		opts := metav1.ListOptions{Limit: r.opts.PageSize, LabelSelector: r.opts.LabelSelector, Continue: cont}
-		cont = ""
+		opts := metav1.ListOptions{Limit: r.opts.PageSize, LabelSelector: r.opts.LabelSelector, Continue: from.Continue}
+		after := from.After
+		from = Position{}
 		if ns == metav1.NamespaceAll && len(notIn) > 0 {
 			opts.FieldSelector = fields.AndSelectors(notIn...).String()
 		}
-		if err := r.listScope(ti, si, t, ns, opts, items, tl); err != nil {
+		if err := r.listScope(ti, si, t, ns, opts, after, items, tl); err != nil {
 			return err
 		}
 	}
@@ -379,13 +384,16 @@ func (r *run) list(ti int, t Target, first int, cont string, items chan<- item, 
 // resource's objects sorted by namespace/name), so remembering the last key handed on is enough,
 // whatever the size of the scope.
 //
-// Each page is reported to the pager: once every object of it (and of every page before it) reached
-// an outcome, a later run may resume after it (Options.OnPage). opts.Continue, when set, is a
-// resumed run's token; when it has expired and the server offers no other, the scope is listed
-// from the top.
-func (r *run) listScope(ti, si int, t Target, ns string, opts metav1.ListOptions, items chan<- item, tl *tally) error {
+// Each object is reported to the pager: once it and every object listed before it reached an
+// outcome, a later run may resume after it (Options.OnPage): at the next page's token once its
+// page is done, or at its own page's token skipping up to its key. opts.Continue and after, when
+// set, are a resumed run's token and skip key; when the token has expired and the server offers no
+// other, the scope is listed from the top, skipping up to after.
+func (r *run) listScope(ti, si int, t Target, ns string, opts metav1.ListOptions, after string, items chan<- item, tl *tally) error {
 	api := r.client.Resource(t.GVR).Namespace(ns)
-	var last, skipTo string // last key handed on; after a restart from the top, skip up to this key
+	// last is the last key handed on (or skipped as done by a resumed run); skipTo: skip the
+	// objects up to this key (a resumed position, or after a restart from the top).
+	last, skipTo := after, after
 	restarts, pages := 0, 0
 	for {
 		if r.stop.Err() != nil {
@@ -432,7 +440,7 @@ func (r *run) listScope(ti, si int, t Target, ns string, opts metav1.ListOptions
 			}
 		}
 		pages++
-		pg := r.pager.open()
+		pg := r.pager.open(Position{Resource: t.Name, Namespace: ns, Continue: opts.Continue, After: skipTo})
 		for i := range page.Items {
 			m := &page.Items[i]
 			key := m.Namespace + "/" + m.Name
@@ -449,23 +457,23 @@ func (r *run) listScope(ti, si int, t Target, ns string, opts metav1.ListOptions
 			last, restarts = key, 0
 			tl.listed.Add(1)
 			if r.opts.DryRun {
-				r.pager.handOn(pg, false)
+				r.pager.handOn(pg, key, false)
 				if r.opts.OnObject != nil {
 					r.opts.OnObject(t.Name, Listed)
 				}
 				continue
 			}
 			if r.stop.Err() == nil {
-				r.pager.handOn(pg, true)
+				idx := r.pager.handOn(pg, key, true)
 				select {
-				case items <- item{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion, page: pg}:
+				case items <- item{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion, page: pg, index: idx}:
 					continue
 				case <-r.stop.Done():
-					r.pager.finish(pg, NotAttempted)
+					r.pager.finish(pg, idx, NotAttempted)
 				}
 			}
-			// This object and the rest of the page were listed and will never be patched.
-			r.pager.breakPage(pg)
+			// This object and the rest of the page were listed and will never be patched; the page
+			// is never sealed, so no position after this object is reported.
 			rest := int64(len(page.Items) - i - 1)
 			tl.listed.Add(rest)
 			tl.notAttempted.Add(rest + 1)

@@ -23,7 +23,7 @@ func (r *run) handle(t Target, it item, tl *tally) {
 		r.breaker.succeeded()
 	}
 	tl.record(o)
-	r.pager.finish(it.page, o)
+	r.pager.finish(it.page, it.index, o)
 	if r.opts.OnObject != nil {
 		r.callback("OnObject", func() { r.opts.OnObject(t.Name, o) })
 	}
@@ -39,17 +39,17 @@ func (r *run) processContained(t Target, it item) (o Outcome) {
 }
 
 // listContained is list, with a panic stopping the run.
-func (r *run) listContained(ti int, t Target, si int, cont string, items chan<- item, tl *tally) (err error) {
+func (r *run) listContained(ti int, t Target, si int, from Position, items chan<- item, tl *tally) (err error) {
 	defer panics.Recover("listing "+t.Name, func(e *panics.Error) {
 		r.panicked(e)
 		r.fail(e)
 		err = e
 	})
-	return r.list(ti, t, si, cont, items, tl)
+	return r.list(ti, t, si, from, items, tl)
 }
 
 // onPage returns the pager's report: Options.OnPage, with a panic stopping the run. The pager
-// calls it with its lock held, so the panic must not leave it.
+// calls it while it is marked reporting, so the panic must not leave it.
 func (r *run) onPage() func(Position, Counts) {
 	if r.opts.OnPage == nil {
 		return nil

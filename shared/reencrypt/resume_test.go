@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,26 +35,119 @@ func (p *positions) last() (Position, Counts, bool) {
 	return p.seen[len(p.seen)-1], p.done[len(p.done)-1], true
 }
 
-// TestOnPageReportsDonePagesInOrder: every reported position is after pages whose objects all
-// reached an outcome; the counts grow with the positions; the end of the run is not reported.
-func TestOnPageReportsDonePagesInOrder(t *testing.T) {
+// before reports whether position a comes before b in the fake API's list order (its continue
+// tokens are the next key; a position with After is later than its page's start).
+func before(a, b Position) bool {
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	if a.Continue != b.Continue {
+		return a.Continue < b.Continue
+	}
+	return a.After < b.After
+}
+
+// TestOnPageReportsPositionsInOrder: every reported position is after objects that all reached an
+// outcome; positions move object by object inside a page (After) and to the next page's token once
+// a page is done; the counts grow with the positions; the end of the run is not reported.
+func TestOnPageReportsPositionsInOrder(t *testing.T) {
 	f := newFakeAPI(t, 50, "a", "b")
 	var p positions
 	s := runOK(t, newEngine(t, f, func(o *Options) { o.PageSize, o.Concurrency = 10, 1; o.OnPage = p.record }))
 	if s.Total.Rewritten != 50 {
 		t.Fatalf("summary %+v", s.Total)
 	}
-	// 5 pages of 10, one worker: a position after each of pages 1..4; the fifth is the end of the
-	// run. (With more workers, pages done together are reported once.)
-	if len(p.seen) != 4 {
-		t.Fatalf("positions %+v, want 4", p.seen)
+	// One worker: a position after each object but the last (the end of the run); 4 of them are
+	// the next page's start (After empty), the others inside a page.
+	if len(p.seen) != 49 {
+		t.Fatalf("%d positions, want 49: %+v", len(p.seen), p.seen)
+	}
+	pageStarts := 0
+	for i, pos := range p.seen {
+		d := p.done[i]
+		if pos.Resource != "secrets" || d.Listed != int64(i+1) || d.Done() != d.Listed {
+			t.Fatalf("position %d = %+v with %+v, want %d objects done before it", i, pos, d, i+1)
+		}
+		if pos.After == "" {
+			pageStarts++
+			if pos.Continue == "" || d.Listed%10 != 0 {
+				t.Fatalf("position %d = %+v with %+v: a page start must follow whole pages", i, pos, d)
+			}
+		}
+		if i > 0 && !before(p.seen[i-1], pos) {
+			t.Fatalf("positions out of order at %d: %+v then %+v", i, p.seen[i-1], pos)
+		}
+	}
+	if pageStarts != 4 {
+		t.Fatalf("%d page starts reported, want 4", pageStarts)
+	}
+}
+
+// TestEveryPositionResumesExactlyTheRest: a run resumed from any reported position, inside a page
+// or at a page start, lists exactly the objects after it: between the first run's counts up to
+// the position and the second run, every object is listed once.
+func TestEveryPositionResumesExactlyTheRest(t *testing.T) {
+	const n = 60
+	f := newFakeAPI(t, n, "a", "b")
+	var p positions
+	runOK(t, newEngine(t, f, func(o *Options) { o.PageSize, o.Concurrency = 7, 3; o.OnPage = p.record }))
+	if len(p.seen) < 10 {
+		t.Fatalf("only %d positions reported", len(p.seen))
 	}
 	for i, pos := range p.seen {
-		if pos.Resource != "secrets" || pos.Continue == "" || p.done[i].Listed%10 != 0 || p.done[i].Listed >= 50 || p.done[i].Done() != p.done[i].Listed {
-			t.Fatalf("position %d = %+v with %+v", i, pos, p.done[i])
+		s := runOK(t, newEngine(t, f, func(o *Options) { o.PageSize = 7; o.Resume = &pos }))
+		if p.done[i].Listed+s.Total.Listed != n {
+			t.Fatalf("position %d %+v: %d done before it, %d listed after it: want %d in all", i, pos, p.done[i].Listed, s.Total.Listed, n)
 		}
-		if i > 0 && pos.Continue <= p.seen[i-1].Continue {
-			t.Fatalf("positions out of order: %+v", p.seen)
+	}
+}
+
+// TestSlowPatchesStillMoveThePosition: pages far longer than a run's time (a page of 100 at 40 ms
+// a patch and 2 in flight is ~2 s; each run has ~0.5 s): every run stops before its deadline
+// having moved the position, and successive runs resumed from it finish the list. Positions that
+// moved only at page boundaries would never move here.
+func TestSlowPatchesStillMoveThePosition(t *testing.T) {
+	const n = 100
+	f := newFakeAPI(t, n, "a")
+	f.hook = func(_ http.ResponseWriter, r *http.Request, _ string) bool {
+		if r.Method == http.MethodPatch {
+			time.Sleep(40 * time.Millisecond)
+		}
+		return false
+	}
+	var pos Position
+	var total int64
+	for run := 1; ; run++ {
+		if run > 20 {
+			t.Fatalf("not finished after 20 runs (%d done)", total)
+		}
+		var p positions
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		s, err := newEngine(t, f, func(o *Options) {
+			o.PageSize, o.Concurrency, o.StopMargin = 100, 2, 200*time.Millisecond
+			o.Resume, o.OnPage = &pos, p.record
+		}).Run(ctx)
+		cancel()
+		if err == nil {
+			total += s.Total.Done()
+			t.Logf("run %d finished the list: %d objects in all", run, total)
+			break
+		}
+		if !errors.Is(err, ErrStopped) {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		next, done, ok := p.last()
+		if !ok || done.Done() == 0 || !before(pos, next) {
+			t.Fatalf("run %d stopped without moving the position (from %+v to %+v, %d done)", run, pos, next, done.Done())
+		}
+		pos, total = next, total+done.Done()
+	}
+	if total != n {
+		t.Fatalf("%d objects done over the runs, want %d", total, n)
+	}
+	for k, stale := range f.stale {
+		if stale {
+			t.Fatalf("%s was never rewritten", k)
 		}
 	}
 }
@@ -80,8 +174,8 @@ func TestResumeContinuesFromPosition(t *testing.T) {
 		t.Fatalf("first run: %v complete=%v, want stopped", err, s1.Complete)
 	}
 	pos, done, ok := p.last()
-	if !ok || pos.Continue == "" {
-		t.Fatalf("no position reported: %+v", p.seen)
+	if !ok || pos.After == "" {
+		t.Fatalf("no position inside the first page reported: %+v", p.seen)
 	}
 
 	var lists []string
@@ -135,6 +229,31 @@ func TestResumeWithExpiredTokenRestartsTheList(t *testing.T) {
 	}
 }
 
+// TestResumeWithExpiredTokenSkipsWhatIsDone: a resumed position inside a page whose token expired
+// (and no other offered) lists the scope from the top and still skips the objects up to After.
+func TestResumeWithExpiredTokenSkipsWhatIsDone(t *testing.T) {
+	f := newFakeAPI(t, 30, "a")
+	f.hook = func(w http.ResponseWriter, r *http.Request, key string) bool {
+		if r.Method == http.MethodGet && key == "/" && r.URL.Query().Get("continue") == "old-token" {
+			expire410(w, "")
+			return true
+		}
+		return false
+	}
+	s := runOK(t, newEngine(t, f, func(o *Options) {
+		o.PageSize = 10
+		o.Resume = &Position{Resource: "secrets", Continue: "old-token", After: "a/s-0014"}
+	}))
+	if s.Total.Listed != 15 || s.Total.Rewritten != 15 || !s.Complete {
+		t.Fatalf("summary %+v, want the 15 objects after a/s-0014 only", s.Total)
+	}
+	for k, stale := range f.stale {
+		if want := k <= "a/s-0014"; stale != want {
+			t.Fatalf("%s stale=%v after the run, want %v", k, stale, want)
+		}
+	}
+}
+
 // TestResumeAcrossScopes: a position in the second namespace skips the first one.
 func TestResumeAcrossScopes(t *testing.T) {
 	f := newFakeAPI(t, 40, "a", "b")
@@ -144,7 +263,7 @@ func TestResumeAcrossScopes(t *testing.T) {
 		o.Namespaces = []string{"a", "b"}
 		o.OnPage = p.record
 	}))
-	if len(p.seen) < 2 || p.seen[1] != (Position{Resource: "secrets", Namespace: "b"}) {
+	if !slices.Contains(p.seen, Position{Resource: "secrets", Namespace: "b"}) {
 		t.Fatalf("positions %+v: want the start of namespace b after a's two pages", p.seen)
 	}
 	s := runOK(t, newEngine(t, f, func(o *Options) {
@@ -228,7 +347,7 @@ func TestSlowOnPageHoldsUpOnlyItsCaller(t *testing.T) {
 		t.Fatalf("no progress while OnPage was slow: the workers waited for it")
 	}
 	for i := 1; i < len(p.seen); i++ {
-		if p.seen[i].Continue <= p.seen[i-1].Continue || p.done[i].Listed <= p.done[i-1].Listed {
+		if !before(p.seen[i-1], p.seen[i]) || p.done[i].Listed <= p.done[i-1].Listed {
 			t.Fatalf("positions out of order: %+v", p.seen)
 		}
 	}

@@ -27,7 +27,8 @@ const (
 )
 
 // Checkpoint is where a job stopped: enough for the next invocation to resume the list where this
-// one left off. An expired continue token restarts the list, which is safe: rewriting is idempotent.
+// one left off, object by object (After). An expired continue token restarts the list, which is
+// safe: rewriting is idempotent.
 type Checkpoint struct {
 	// Job is the job's ID; Holder the Lease holder (invocation) that wrote it. Both are set by the
 	// Checkpointer.
@@ -40,6 +41,13 @@ type Checkpoint struct {
 	Continue string `json:"continue,omitempty"`
 	// Namespace is the namespace being listed when the job is limited to namespaces ("" otherwise).
 	Namespace string `json:"namespace,omitempty"`
+	// After is the key (namespace/name) of the last object of the page listed from Continue up to
+	// which every object reached an outcome: the next invocation skips the objects up to it
+	// (reencrypt.Position.After). "" = none of that page yet.
+	After string `json:"after,omitempty"`
+	// Stalled counts the invocations in a row that reached this phase's pass and ended without
+	// moving the checkpoint (kept by the caller; 0 once one moves it).
+	Stalled int `json:"stalled,omitempty"`
 	// Notes are facts the caller keeps with the checkpoint (package job: the key version the
 	// adoption gate proved, whether the convergence pass completed). Names and versions only.
 	Notes map[string]string `json:"notes,omitempty"`

@@ -198,6 +198,48 @@ func tickUntilVerified(t *testing.T, tw *twin.Twin, version string, maxTicks int
 	return calls
 }
 
+// tickWhileProgressing fires in-window ticks until version is verified, as long as the job keeps
+// moving: it fails when a job reports StalledNotice invocations in a row without progress (with
+// the job's reason), never because the machine is slow. maxTicks is only a guard against a test
+// that loops for ever.
+func tickWhileProgressing(t *testing.T, tw *twin.Twin, version string, maxTicks int) []twin.Invocation {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	var all []twin.Invocation
+	for i := 0; i < maxTicks; i++ {
+		at, err := tw.WindowTime(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls, err := tw.Tick(ctx, at)
+		all = append(all, calls...)
+		if err != nil {
+			t.Fatalf("tick %d: %v", i+1, err)
+		}
+		for _, c := range calls {
+			t.Logf("tick %s: %s", at.Format(time.RFC3339), brief(t, c))
+			r, _ := offpeakResult(t, c)
+			for _, cl := range r.Clusters {
+				for _, j := range cl.Jobs {
+					if j.Outcome.Stalled >= handler.StalledNotice {
+						t.Fatalf("job %s made no progress in %d invocations in a row: %s", j.ID, j.Outcome.Stalled, j.Outcome.NoProgress)
+					}
+				}
+			}
+		}
+		got, err := tw.VerifiedVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == version {
+			return all
+		}
+	}
+	t.Fatalf("%s not verified after %d ticks, every one of them making progress", version, maxTicks)
+	return nil
+}
+
 // requireAllUnder fails unless every Secret in etcd is a KMS v2 object under version.
 func requireAllUnder(t *testing.T, tw *twin.Twin, version string, atLeast int) {
 	t.Helper()
