@@ -206,7 +206,7 @@ func (r *run) record(ctx context.Context, ev *Evidence) error {
 		if err == nil {
 			var agree bool
 			if agree, err = r.confirmCanaries(ctx, rvs); err == nil && agree {
-				if err = r.writeLedger(ctx, rvs); err == nil {
+				if err = r.writeLedger(ctx, rvs, ev.KeyIDHash); err == nil {
 					ev.Recorded = len(rvs)
 					return nil
 				}
@@ -299,11 +299,17 @@ func (r *run) confirmCanaries(ctx context.Context, rvs map[string]string) (bool,
 	return agree, nil
 }
 
-// writeLedger records each canary's resourceVersion.
-func (r *run) writeLedger(ctx context.Context, rvs map[string]string) error {
-	ann := map[string]string{}
+// writeLedger records each canary's resourceVersion, and the KMS key-ID hash the API servers use
+// for the proved version when it is known (the next rotation's Metrics evidence compares with it).
+func (r *run) writeLedger(ctx context.Context, rvs map[string]string, keyIDHash string) error {
+	ann := map[string]string{ProvedVersionAnnotation: r.primary}
 	for n, rv := range rvs {
 		ann[LedgerAnnotationPrefix+n] = rv
+	}
+	if keyIDHash != "" {
+		ann[KeyIDHashAnnotation] = keyIDHash
+	} else {
+		ann[KeyIDHashAnnotation] = "" // a hash recorded for an earlier version is not this one's
 	}
 	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	if err != nil {
@@ -330,4 +336,25 @@ func directKind(by string) bool {
 		return true
 	}
 	return false
+}
+
+// recordedHashes reads from the ledger the KMS key-ID hash recorded for the version the canaries
+// were last proved under: the previous version's hash (when that version is Predecessor) or the
+// primary's (a re-run). Best effort: nothing is known when the ledger cannot be read.
+func (r *run) recordedHashes(ctx context.Context) {
+	if r.g.Secrets == nil {
+		return
+	}
+	_, ledger, err := r.canaries(ctx)
+	if err != nil || ledger == nil {
+		return
+	}
+	version, hash := ledger.Annotations[ProvedVersionAnnotation], ledger.Annotations[KeyIDHashAnnotation]
+	switch {
+	case hash == "":
+	case version == r.primary:
+		r.primaryHash = hash
+	case version != "" && version == r.g.Predecessor && r.prevHash == "":
+		r.prevHash = hash
+	}
 }

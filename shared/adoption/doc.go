@@ -29,8 +29,18 @@
 // (apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds, see
 // [apimetrics]); the most recent one is the key it uses now. A scrape through a load balancer sees
 // one replica. The gate requires Confirmations consecutive scrapes in which every replica seen
-// reports sha256(primary) as its most recent Status key (and wrote with no other key after that
-// Status call), and every replica seen during the wait must be on the primary in its latest scrape.
+// reports the adopted key as its most recent Status key (and wrote with no other key after that
+// Status call), and every replica seen during the wait must be on it in its latest scrape. The
+// adopted key is sha256(primary) when the KMS plugin's key_id is the version ID (rekey's plugin).
+// A plugin may use another key_id format (ACK's is not documented): then no series ever equals
+// sha256(primary), and a replica counts as adopted when its key-ID hash moved to a new value, away
+// from the hash recorded for the previous version ([KeyIDHashAnnotation] on the ledger, or
+// Gate.PreviousKeyIDHash), from a hash the gate saw it on, or from a hash its Status reported after
+// the rotation; every replica must have moved, to the same hash. A replica that never moves is
+// named when the gate times out. When nothing in the series can prove anything (no recorded hash
+// and no replica seen moving within Gate.MetricsGiveUp, or a baseline job), the gate goes on to the
+// next kind and says why. Whatever the kind, the hash every replica reports once the version is
+// adopted is recorded on the ledger for the next rotation.
 //
 // [Canary]: effect-based canaries, when neither etcd nor /metrics is available (managed clusters).
 // A few small Secrets in [DefaultNamespace] labelled [CanaryLabel]=[EffectCanary] carry the key

@@ -43,6 +43,17 @@ type fakeCluster struct {
 	objs     map[string]*fakeObj
 	noNS     bool // namespace missing
 	requests int
+	// keyID, when set, is the KMS plugin's key_id for a key version as /metrics hashes it (a
+	// plugin whose key_id is not the version ID); nil: the version ID.
+	keyID func(version string) string
+}
+
+// metricsHash is the key_id_hash /metrics shows for a key version.
+func (f *fakeCluster) metricsHash(version string) string {
+	if f.keyID != nil {
+		version = f.keyID(version)
+	}
+	return apimetrics.HashKeyID(version)
 }
 
 type fakeObj struct {
@@ -196,10 +207,10 @@ func (f *fakeCluster) Scrape(context.Context) (apimetrics.Snapshot, error) {
 	r := f.replicas[i]
 	now := f.clock.Now()
 	id := apimetrics.HashKeyID(fmt.Sprintf("apiserver-%d", i))
-	s := apimetrics.Snapshot{Status: []apimetrics.Series{{Provider: "alibaba-kms", KeyIDHash: apimetrics.HashKeyID(r.from), APIServerIDHash: id, Timestamp: float64(now.Unix())}}}
+	s := apimetrics.Snapshot{Status: []apimetrics.Series{{Provider: "alibaba-kms", KeyIDHash: f.metricsHash(r.from), APIServerIDHash: id, Timestamp: float64(now.Unix())}}}
 	if r.key(now) == r.to {
 		s.Status[0].Timestamp = float64(r.switchAt.Unix()) - 1
-		s.Status = append(s.Status, apimetrics.Series{Provider: "alibaba-kms", KeyIDHash: apimetrics.HashKeyID(r.to), APIServerIDHash: id, Timestamp: float64(now.Unix())})
+		s.Status = append(s.Status, apimetrics.Series{Provider: "alibaba-kms", KeyIDHash: f.metricsHash(r.to), APIServerIDHash: id, Timestamp: float64(now.Unix())})
 	}
 	return s, nil
 }

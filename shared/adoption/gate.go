@@ -74,6 +74,9 @@ const (
 	ProbeAnnotation = "rekey.io/probe"
 	// LedgerAnnotationPrefix + canary name holds that canary's recorded resourceVersion on the ledger.
 	LedgerAnnotationPrefix = "rekey.io/rv."
+	// KeyIDHashAnnotation, on the ledger, is the KMS key-ID hash (as /metrics labels it) the API
+	// servers used for the version the canaries were proved under ("" when not seen).
+	KeyIDHashAnnotation = "rekey.io/key-id-hash"
 
 	// DefaultSettle is upstream's 3 + N + M minutes with N = 1 (the Status poll) and M = 5.
 	DefaultSettle = 9 * time.Minute
@@ -87,6 +90,8 @@ const (
 	DefaultSampleInterval = 200 * time.Millisecond
 	// DefaultMaxBackoff caps the wait after a sample that does not confirm.
 	DefaultMaxBackoff = 5 * time.Second
+	// DefaultMetricsGiveUp is how long the Metrics kind waits for a sign of adoption in the series.
+	DefaultMetricsGiveUp = 2 * time.Minute
 	// DefaultCallTimeout bounds each API server, etcd or /metrics call.
 	DefaultCallTimeout = 15 * time.Second
 	// DefaultFieldManager is the field manager of the gate's writes.
@@ -140,6 +145,19 @@ type Gate struct {
 	// RotatedAt is when the primary version was created (zero: unknown; Settle counts from the
 	// start of Wait).
 	RotatedAt time.Time
+	// Baseline says no rotation was observed (the first job of a cluster): the primary may have
+	// been in use for long, so no replica will be seen moving; the Metrics kind proves only by
+	// equality with sha256(primary), and gives way at once otherwise.
+	Baseline bool
+	// PreviousKeyIDHash is the KMS key-ID hash (as /metrics labels it) the API servers used for
+	// the previous key version. Default: the one the gate recorded on the ledger when it proved
+	// Predecessor. With a KMS plugin whose key_id is not the version ID, a move away from it is the
+	// metrics evidence.
+	PreviousKeyIDHash string
+	// MetricsGiveUp bounds how long the Metrics kind waits for any sign in the series (a replica
+	// on sha256(primary), or moving to a new key ID) before it gives way to the next kind, when
+	// PreviousKeyIDHash is not known (default DefaultMetricsGiveUp).
+	MetricsGiveUp time.Duration
 	// Settle is the delay of the Settle kind (default DefaultSettle).
 	Settle time.Duration
 	// Timeout bounds Wait (default DefaultTimeout).
@@ -193,6 +211,9 @@ func (g Gate) withDefaults() Gate {
 	if g.CallTimeout <= 0 {
 		g.CallTimeout = DefaultCallTimeout
 	}
+	if g.MetricsGiveUp <= 0 {
+		g.MetricsGiveUp = DefaultMetricsGiveUp
+	}
 	if g.FieldManager == "" {
 		g.FieldManager = DefaultFieldManager
 	}
@@ -224,6 +245,10 @@ type Evidence struct {
 	Samples int `json:"samples,omitempty"`
 	// Replicas is the number of API servers seen (Metrics).
 	Replicas int `json:"replicas,omitempty"`
+	// KeyIDHash is the KMS key-ID hash every API server was seen on once the version was adopted
+	// ("" when /metrics could not tell): recorded on the ledger, it is what the next rotation's
+	// Metrics evidence sees the replicas move away from.
+	KeyIDHash string `json:"keyIdHash,omitempty"`
 	// Changes counts canary patches that changed the canary (Canary).
 	Changes int `json:"changes,omitempty"`
 	// Direct is true when the evidence shows the API servers writing KMS v2 values under Version
@@ -317,8 +342,9 @@ func (g Gate) Wait(ctx context.Context, primary string) (Evidence, error) {
 	if g.Mode == Off {
 		return Evidence{Kind: Off, Version: primary}, nil
 	}
-	r := &run{g: g, primary: primary, start: g.Clock.Now()}
+	r := &run{g: g, primary: primary, start: g.Clock.Now(), prevHash: g.PreviousKeyIDHash}
 	r.deadline = r.start.Add(g.Timeout)
+	r.recordedHashes(ctx)
 	kinds := []Kind{Etcd, Metrics, Canary, Settle}
 	if g.Mode != Auto {
 		kinds = []Kind{g.Mode}
@@ -335,6 +361,11 @@ func (g Gate) Wait(ctx context.Context, primary string) (Evidence, error) {
 			return Evidence{}, r.fail(k, err)
 		}
 		ev.Kind, ev.Version, ev.Tried = k, primary, r.tried
+		if ev.KeyIDHash == "" {
+			// After direct evidence, or a settle delay long enough for every replica's Status
+			// poll, the hash the replicas all report is the primary's.
+			ev.KeyIDHash = r.learnKeyIDHash(ctx)
+		}
 		g.Log.Info().Str("evidence", string(k)).Int("samples", ev.Samples).Msg("key version adopted; recording it on the canaries")
 		if err := r.record(ctx, &ev); err != nil {
 			return Evidence{}, r.fail(k, err)
@@ -407,6 +438,9 @@ type run struct {
 	start, deadline time.Time
 	tried           []Attempt
 	last            string // the last observation that did not confirm adoption
+	// prevHash and primaryHash are the KMS key-ID hashes known for the predecessor and for the
+	// primary (Gate.PreviousKeyIDHash, or recorded on the ledger), "" when not known.
+	prevHash, primaryHash string
 }
 
 // call derives a per-call context.

@@ -21,6 +21,7 @@ const (
 	EnvWindow              = "REKEY_WINDOW"
 	EnvTimezone            = "REKEY_TIMEZONE"
 	EnvSettle              = "REKEY_SETTLE"
+	EnvGateSettle          = "REKEY_GATE_SETTLE"
 	EnvRunMode             = "REKEY_RUN_MODE"
 	EnvStrategy            = "REKEY_STRATEGY"
 	EnvConcurrency         = "REKEY_CONCURRENCY"
@@ -37,16 +38,20 @@ const (
 // Vars lists every fixed variable name Load reads (REKEY_KUBECONFIG_<CLUSTERID> comes on top, one per
 // target).
 var Vars = []string{
-	EnvTargets, EnvRegion, EnvAccountID, EnvWindow, EnvTimezone, EnvSettle, EnvRunMode, EnvStrategy,
+	EnvTargets, EnvRegion, EnvAccountID, EnvWindow, EnvTimezone, EnvSettle, EnvGateSettle, EnvRunMode, EnvStrategy,
 	EnvConcurrency, EnvWebhookURL, EnvKMSEndpoint, EnvCSEndpoint, EnvActionTrailEndpoint, EnvEndpointScheme,
 	EnvLogLevel,
 }
 
 // Defaults.
 const (
-	DefaultWindow      = "01:00-05:00"
-	DefaultTimezone    = "Asia/Shanghai"
-	DefaultSettle      = 2 * time.Minute
+	DefaultWindow   = "01:00-05:00"
+	DefaultTimezone = "Asia/Shanghai"
+	DefaultSettle   = 2 * time.Minute
+	// DefaultGateSettle is upstream's 3 + N + M minutes (the 3 min a DEK may still be written with,
+	// N = 1 for the Status poll, M = 5 of margin), as shared/adoption.DefaultSettle.
+	DefaultGateSettle  = 9 * time.Minute
+	MaxGateSettle      = time.Hour
 	DefaultConcurrency = 64
 	MaxConcurrency     = 256
 	MaxSettle          = 24 * time.Hour
@@ -99,7 +104,10 @@ type Config struct {
 	// Window is the off-peak window, in Location.
 	Window Window `json:"window"`
 	// Settle is the delay between a rotation event and the earliest run of its jobs.
-	Settle      time.Duration `json:"settle"`
+	Settle time.Duration `json:"settle"`
+	// GateSettle is how long after a rotation the adoption gate waits when no direct evidence of
+	// adoption is available (no canary, no usable /metrics series).
+	GateSettle  time.Duration `json:"gateSettle"`
 	RunMode     RunMode       `json:"runMode"`
 	Strategy    Strategy      `json:"strategy"`
 	Concurrency int           `json:"concurrency"`
@@ -217,6 +225,19 @@ func Load(getenv func(string) string, own Own) (Config, error) {
 			errs.add(EnvSettle, fmt.Sprintf("%s is out of range", d), "set it between 0s and 24h (default 2m)")
 		default:
 			c.Settle = d
+		}
+	}
+
+	c.GateSettle = DefaultGateSettle
+	if s := get(EnvGateSettle); s != "" {
+		d, err := time.ParseDuration(s)
+		switch {
+		case err != nil:
+			errs.add(EnvGateSettle, fmt.Sprintf("%q is not a Go duration", s), "set it to a duration such as 9m")
+		case d < 0 || d > MaxGateSettle:
+			errs.add(EnvGateSettle, fmt.Sprintf("%s is out of range", d), "set it between 0s and 1h (default 9m: 3 + N + M minutes)")
+		default:
+			c.GateSettle = d
 		}
 	}
 

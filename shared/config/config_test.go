@@ -102,6 +102,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		EnvWindow:              "25:00-05:00",
 		EnvTimezone:            "Mars/Olympus",
 		EnvSettle:              "two minutes",
+		EnvGateSettle:          "2h",
 		EnvRunMode:             "sometimes",
 		EnvStrategy:            "replace-all",
 		EnvConcurrency:         "0",

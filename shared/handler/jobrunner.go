@@ -13,8 +13,10 @@ import (
 )
 
 // JobRunner returns the RunJob of production: job.Run, checkpointed in the cluster's state under
-// its Lease, with the configuration's strategy, concurrency and settle delay. trail may be nil
-// (no audit layer).
+// its Lease, with the configuration's strategy and concurrency. The adoption gate's settle delay
+// (used only when no direct evidence of adoption is available) is REKEY_GATE_SETTLE (default
+// upstream's 3 + N + M = 9 minutes), not REKEY_SETTLE, which only delays a job's start after an
+// event. trail may be nil (no audit layer).
 func JobRunner(cfg config.Config, k kms.Client, trail actiontrail.Lookuper, clk clock.WithTicker) RunJob {
 	return func(ctx context.Context, req JobRequest) (JobOutcome, error) {
 		spec := job.Spec{
@@ -22,6 +24,7 @@ func JobRunner(cfg config.Config, k kms.Client, trail actiontrail.Lookuper, clk 
 			KeyID:       req.Job.Key,
 			Version:     req.Job.Version,
 			Reason:      req.Job.Reason,
+			Baseline:    req.Job.Baseline,
 			Strategy:    reencrypt.Strategy(cfg.Strategy),
 			Concurrency: cfg.Concurrency,
 			// Off-peak mode runs jobs only inside REKEY_WINDOW, the maintenance window: full
@@ -35,8 +38,8 @@ func JobRunner(cfg config.Config, k kms.Client, trail actiontrail.Lookuper, clk 
 			Holder:     req.Holder,
 			Logger:     req.Logger,
 			Clock:      clk,
-			Adoption:   job.Adoption{Settle: cfg.Settle},
 			StopMargin: req.StopMargin,
+			Adoption:   job.Adoption{Settle: cfg.GateSettle},
 		}
 		if trail != nil {
 			deps.Trail = trail

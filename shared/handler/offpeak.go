@@ -206,7 +206,8 @@ func (h *OffPeak) checkOne(ctx context.Context, o *opened, cluster, key string, 
 		// Give the API servers the same settle delay as after a rotation event.
 		notBefore = m.LastRotationDate.Add(h.deps.Config.Settle)
 	}
-	rec, err := store.AddJobs(ctx, policy.Job{Cluster: cluster, Key: key, Version: m.PrimaryKeyVersion, Reason: reason, NotBefore: notBefore})
+	rec, err := store.AddJobs(ctx, policy.Job{Cluster: cluster, Key: key, Version: m.PrimaryKeyVersion, Reason: reason, NotBefore: notBefore,
+		Baseline: kc.Verified == ""})
 	if err != nil {
 		return fmt.Errorf("add job on cluster %s: %w", cluster, err)
 	}

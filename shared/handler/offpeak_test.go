@@ -159,6 +159,48 @@ func TestOffPeakNoticesAJobWithoutProgress(t *testing.T) {
 	}
 }
 
+// TestOffPeakDefersASuspiciousJob: a suspicious outcome sends one notice naming the cluster, key
+// and cause, and moves the job out by the backoff: the next ticks do not run the same pass again;
+// once the backoff has passed it runs, and the same outcome again sends no second notice.
+func TestOffPeakDefersASuspiciousJob(t *testing.T) {
+	e := newEnv(t, map[string]string{config.EnvTargets: c1 + "=" + keyA})
+	h := e.offpeak()
+	cause := "the pass rewrote nothing after the rotation to key version v2"
+	e.runner.queue(c1, JobOutcome{Status: StatusSuspicious, Reason: cause}, JobOutcome{Status: StatusSuspicious, Reason: cause})
+	if _, err := h.Handle(fcContext("tick-1"), timerPayload(t, inWindow)); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.runner.clusters()); got != 1 || len(e.notifier.sent) != 1 {
+		t.Fatalf("after the first tick: %d runs, %d notices", got, len(e.notifier.sent))
+	}
+	n := e.notifier.sent[0]
+	if !strings.Contains(n.Title, "suspicious") || !slices.Equal(n.Clusters, []string{c1}) || n.Key == "" || !strings.Contains(n.Impact, cause) {
+		t.Fatalf("notice %+v", n)
+	}
+	p := e.pending(c1)
+	if len(p) != 1 || p[0].Attempts != 1 || !p[0].NotBefore.Equal(e.clock.Now().Add(RetryBackoff)) {
+		t.Fatalf("pending %+v, want the job deferred by %s", p, RetryBackoff)
+	}
+	e.clock.Step(10 * time.Minute)
+	res, err := h.Handle(fcContext("tick-2"), timerPayload(t, inWindow.Add(10*time.Minute)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.runner.clusters()); got != 1 || res.Clusters[0].Status != clusterIdle || res.Clusters[0].Waiting != 1 {
+		t.Fatalf("within the backoff: %d runs, cluster %+v", got, res.Clusters[0])
+	}
+	e.clock.Step(RetryBackoff)
+	if _, err := h.Handle(fcContext("tick-3"), timerPayload(t, inWindow.Add(45*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.runner.clusters()); got != 2 || len(e.notifier.sent) != 1 {
+		t.Fatalf("after the backoff: %d runs, %d notices; want the job run again and no second notice", got, len(e.notifier.sent))
+	}
+	if p := e.pending(c1); len(p) != 1 || p[0].Attempts != 2 || !p[0].NotBefore.Equal(e.clock.Now().Add(2*RetryBackoff)) {
+		t.Fatalf("pending %+v, want the backoff doubled", p)
+	}
+}
+
 func TestOffPeakCompletesADoneJobTheRunnerLeftPending(t *testing.T) {
 	e := newEnv(t, nil)
 	e.runner.noComplete = true

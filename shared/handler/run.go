@@ -169,9 +169,16 @@ func (h *base) runCluster(ctx context.Context, c Cluster, holder string, margin 
 			}
 			run.Jobs = append(run.Jobs, res)
 			continue
+		case StatusFailed, StatusSuspicious:
+			// A person must look: say so once, and do not run the same pass again every tick.
+			if err := h.deferJob(ctx, c, *next, out, log); err != nil {
+				res.Error = err.Error()
+			}
+			run.Jobs = append(run.Jobs, res)
+			return nil
 		default:
 			// busy: another invocation works on this cluster; partial: the deadline came;
-			// refused, failed, suspicious: the next job of this cluster would meet the same.
+			// refused: the next job of this cluster would meet the same.
 			run.Jobs = append(run.Jobs, res)
 			return nil
 		}
@@ -198,11 +205,64 @@ func (h *base) stalled(ctx context.Context, cluster string, j state.JobRecord, o
 		Region:  h.deps.Config.Region,
 		Time:    h.deps.Clock.Now(),
 	}
-	log.Warn().Str("cluster", cluster).Str("job", j.ID).Int("stalled", out.Stalled).Msg("notice: " + n.Title)
+	h.send(ctx, n, log)
+}
+
+// Backoff of a job that ended failed or suspicious: its next run waits RetryBackoff, doubling with
+// each such outcome in a row, at most MaxRetryBackoff.
+const (
+	RetryBackoff    = 30 * time.Minute
+	MaxRetryBackoff = 8 * time.Hour
+)
+
+// deferJob records a failed or suspicious outcome on the job (state.Store.Defer), moving its next
+// run out by the backoff, and sends one notice per job and kind of outcome naming the cluster, the
+// key and the cause. A notice that cannot be delivered is logged; the deferral stands.
+func (h *base) deferJob(ctx context.Context, c Cluster, j state.JobRecord, out JobOutcome, log *zerolog.Logger) error {
+	wait := RetryBackoff
+	for i := 0; i < j.Attempts && wait < MaxRetryBackoff; i++ {
+		wait *= 2
+	}
+	wait = min(wait, MaxRetryBackoff)
+	d, err := c.Store.Defer(ctx, j.ID, h.deps.Clock.Now().Add(wait), string(out.Status), out.Reason)
+	if err != nil {
+		return fmt.Errorf("defer job %s on cluster %s: %w", j.ID, c.ID, err)
+	}
+	log.Warn().Str("cluster", c.ID).Str("job", j.ID).Str("status", string(out.Status)).Int("attempts", d.Job.Attempts).
+		Time("nextRun", d.Job.NotBefore).Msg("job deferred: a person must look")
+	if !d.NewOutcome {
+		return nil
+	}
+	what := "failed"
+	if out.Status == StatusSuspicious {
+		what = "is suspicious"
+	}
+	n := policy.Notice{
+		Severity: policy.Warning,
+		Title:    fmt.Sprintf("rekey job %s on cluster %s %s", j.ID, c.ID, what),
+		Key:      alicloud.Redact(j.Key),
+		Clusters: []string{c.ID},
+		Action:   "re-encryption job",
+		Impact: fmt.Sprintf("%s. The Secrets of cluster %s may still be under an older key version: do not disable or delete older key versions. "+
+			"rekey tries again at %s (backing off while the outcome repeats; this notice is not repeated).",
+			out.Reason, c.ID, d.Job.NotBefore.UTC().Format(time.RFC3339)),
+		Actor:   "rekey",
+		Account: h.deps.Config.AccountID,
+		Region:  h.deps.Config.Region,
+		Time:    h.deps.Clock.Now(),
+	}
+	h.send(ctx, n, log)
+	return nil
+}
+
+// send delivers a notice about a job; a delivery failure is logged at error level (the job's
+// outcome is in the result either way).
+func (h *base) send(ctx context.Context, n policy.Notice, log *zerolog.Logger) {
+	log.Warn().Strs("clusters", n.Clusters).Str("severity", string(n.Severity)).Msg("notice: " + n.Title)
 	if h.deps.Notifier == nil {
 		return
 	}
 	if err := h.deps.Notifier.Send(ctx, n); err != nil {
-		log.Error().Err(err).Str("cluster", cluster).Str("job", j.ID).Msg("the no-progress notice was not delivered")
+		log.Error().Err(err).Strs("clusters", n.Clusters).Msg("the notice was not delivered: " + n.Title)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/policy"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
+	"github.com/rekey-dev/rekey/shared/replicas"
 	"github.com/rekey-dev/rekey/shared/state"
 	"github.com/rekey-dev/rekey/shared/verify"
 )
@@ -33,6 +35,8 @@ const (
 	NotePass = "pass"
 	// NoteConverged is "true" once the convergence pass completed without rewriting anything.
 	NoteConverged = "converged"
+	// NoteRoutes holds the phase's counts per API server replica (JSON []reencrypt.RouteSummary).
+	NoteRoutes = "routes"
 )
 
 // checkpointed is a job with State: under the cluster's Lease, resumable from its checkpoint, and
@@ -153,19 +157,29 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 	for restarts := 0; t.cur.Notes[NoteConverged] != "true"; {
 		s, err := r.resumable(wctx, t, reencrypt.Rewrite, margin, false)
 		out.Convergence = &s
-		if s.Total.Rewritten > 0 {
+		routes := t.addRoutes(s.Routes)
+		// Rewrites counted before this engine run (an invocation killed mid-pass) count too.
+		rewritten := t.base.Rewritten + s.Total.Rewritten
+		again := ""
+		if rewritten > 0 {
 			// Convergence is one full pass that rewrote nothing: this one is not.
+			again = fmt.Sprintf("the convergence pass rewrote %d objects%s", rewritten, byReplica(routes))
+		} else if err == nil && s.Total.Failed+t.base.Failed == 0 {
+			// A clean pass proves convergence only on the replicas that served it.
+			again = r.uncovered(routes)
+		}
+		if again != "" {
 			restarts++
-			r.say(false, "convergence pass rewrote %d objects: starting it again from the top", s.Total.Rewritten)
+			r.say(false, "%s: starting it again from the top", again)
 			t.startPhase(state.PhaseConvergence)
 			if err == nil && restarts >= maxConvergenceRestarts {
-				err = fmt.Errorf("%w: the convergence pass rewrote objects %d times in a row", reencrypt.ErrStopped, restarts)
+				err = fmt.Errorf("%w: %s (%d times in a row)", reencrypt.ErrStopped, again, restarts)
 			}
 		}
 		if err != nil {
 			return r.interrupted(ctx, wctx, t, out, err)
 		}
-		if s.Total.Rewritten > 0 {
+		if again != "" {
 			continue
 		}
 		total := t.base.Plus(s.Total)
@@ -184,7 +198,7 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 		return r.interrupted(ctx, wctx, t, out, context.Cause(sctx))
 	}
 	conv := &reencrypt.Summary{Strategy: reencrypt.Rewrite, Complete: true, Total: t.cur.Counts,
-		Resources: []reencrypt.ResourceSummary{{Resource: "all", Counts: t.cur.Counts}}}
+		Resources: []reencrypt.ResourceSummary{{Resource: "all", Counts: t.cur.Counts}}, Routes: t.routes()}
 	report, err := r.verifier(sctx, conv)
 	if err != nil {
 		if sctx.Err() != nil {
@@ -195,7 +209,21 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 		return o, err
 	}
 	out.Verify = &report
-	if report.Verdict != verify.Pass {
+	switch {
+	case report.Verdict == verify.Unknown:
+		// Nothing was disproved: keep the converged pass and check again next time.
+		out.Status = StatusPartial
+		out.Reason = "the verifier could not check everything (" + strings.Join(report.Reasons, "; ") +
+			"); the next invocation runs the verifier again, keeping the converged pass"
+		return r.settle(ctx, t, out)
+	case report.Verdict != verify.Pass && len(verifyFailedLayers(report)) == 0:
+		// No layer failed, but nothing proves the result (no evidence): running the passes again
+		// would prove no more. The converged pass is kept; the job is failed until the evidence
+		// is there (grant what the report names).
+		out.Status = StatusFailed
+		out.Reason = "the verifier FAILs: " + strings.Join(report.Reasons, "; ") + "; the converged pass is kept"
+		return r.settle(ctx, t, out)
+	case report.Verdict != verify.Pass:
 		t.restart(state.PhasePass)
 		out.Status, out.Reason = StatusFailed, "the verifier FAILs: "+verifyProblems(report)+"; the job starts over on its next invocation"
 		return r.settle(ctx, t, out)
@@ -450,6 +478,7 @@ func (t *tracker) startPhase(p state.Phase) {
 	defer t.mu.Unlock()
 	notes := maps.Clone(t.cur.Notes)
 	delete(notes, NoteConverged)
+	delete(notes, NoteRoutes)
 	if p == state.PhasePass {
 		delete(notes, NotePass)
 	}
@@ -457,12 +486,87 @@ func (t *tracker) startPhase(p state.Phase) {
 	t.base = reencrypt.Counts{}
 }
 
-// restart starts the job over from phase (its next invocation does), with a strategy decided anew.
+// restart starts the job over from phase (its next invocation does), with a strategy decided anew
+// and, from the pass, the adoption gate run again: what made the job start over may be an API
+// server replica that had not adopted the key version after all.
 func (t *tracker) restart(p state.Phase) {
 	t.startPhase(p)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.cur.Notes, NoteStrategy)
+	if p == state.PhasePass {
+		delete(t.cur.Notes, NoteGated)
+		delete(t.cur.Notes, NoteProved)
+	}
+}
+
+// addRoutes adds one engine run's per-route counts to the phase's (kept in the checkpoint, so a
+// convergence pass spread over several invocations knows every replica that served it) and
+// returns the phase's.
+func (t *tracker) addRoutes(rs []reencrypt.RouteSummary) []reencrypt.RouteSummary {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	all := decodeRoutes(t.cur.Notes[NoteRoutes])
+	for _, r := range rs {
+		i := slices.IndexFunc(all, func(a reencrypt.RouteSummary) bool { return a.Route == r.Route })
+		if i < 0 {
+			all = append(all, reencrypt.RouteSummary{Route: r.Route})
+			i = len(all) - 1
+		}
+		all[i].Counts = all[i].Counts.Plus(r.Counts)
+	}
+	if len(all) > 0 {
+		b, _ := json.Marshal(all)
+		t.cur.Notes[NoteRoutes] = string(b)
+	}
+	return all
+}
+
+// routes returns the phase's per-route counts.
+func (t *tracker) routes() []reencrypt.RouteSummary {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return decodeRoutes(t.cur.Notes[NoteRoutes])
+}
+
+func decodeRoutes(s string) []reencrypt.RouteSummary {
+	var out []reencrypt.RouteSummary
+	if s != "" {
+		_ = json.Unmarshal([]byte(s), &out) // a note rekey wrote; a bad one counts as none
+	}
+	return out
+}
+
+// byReplica names the replicas that rewrote objects (" through API server replica(s) ..."), or "".
+func byReplica(routes []reencrypt.RouteSummary) string {
+	var parts []string
+	for _, r := range routes {
+		if r.Rewritten > 0 {
+			parts = append(parts, fmt.Sprintf("%s (%d)", replicas.Short(r.Route), r.Rewritten))
+		}
+	}
+	if len(parts) == 0 || len(parts) == len(routes) {
+		return ""
+	}
+	return " through API server replica " + strings.Join(parts, ", ") + " only: it encrypts with another key version than the others"
+}
+
+// uncovered says why a clean convergence pass does not prove convergence on every replica: an
+// expected replica served none of it ("" when it covers them all, or when the replicas are not
+// known, or etcd gives storage evidence instead).
+func (r *runner) uncovered(routes []reencrypt.RouteSummary) string {
+	if r.deps.Etcd != nil || r.replicas == nil || !r.replicas.Known() {
+		return ""
+	}
+	cov := verify.Coverage(reencrypt.Summary{Routes: routes, Total: reencrypt.Counts{Listed: 1}}, r.replicas)
+	if len(cov.Missing) == 0 {
+		return ""
+	}
+	short := make([]string, len(cov.Missing))
+	for i, id := range cov.Missing {
+		short[i] = replicas.Short(id)
+	}
+	return fmt.Sprintf("the convergence pass was served by %d of the %d API server replicas; not by %s", len(cov.Covered), cov.Expected, strings.Join(short, ", "))
 }
 
 // complete records a convergence pass that completed with total and rewrote nothing.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,7 +22,12 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/rekey-dev/rekey/shared/replicas"
 )
+
+// fakeAPIServerID is the fake cluster's one API server (its identity Lease name).
+const fakeAPIServerID = "apiserver-fake0"
 
 // fakeCluster is a tiny API server for the job's logic: discovery of secrets, access reviews that
 // allow everything, /readyz/kms-providers, and a secrets API with paged lists (the continue token
@@ -40,7 +46,9 @@ type fakeCluster struct {
 	// patchDelay slows every patch (a busy API server); onList runs before each list is answered.
 	patchDelay time.Duration
 	onList     func(cont string)
-	srv        *httptest.Server
+	// noLeases makes the identity Lease list forbidden (the replicas cannot be counted).
+	noLeases bool
+	srv      *httptest.Server
 }
 
 func newFakeCluster(t *testing.T, n int) *fakeCluster {
@@ -131,6 +139,21 @@ func (f *fakeCluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/readyz/kms-providers":
 		w.WriteHeader(200)
 		_, _ = w.Write([]byte("[+]kms-providers ok\nok\n"))
+		return
+	case p == "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases":
+		if f.noLeases {
+			status(w, 403, metav1.StatusReasonForbidden, `leases.coordination.k8s.io is forbidden: User "rekey" cannot list resource "leases"`)
+			return
+		}
+		// One API server: its identity Lease, renewed just now.
+		now := metav1.NewMicroTime(time.Now())
+		writeJSON(w, 200, coordinationv1.LeaseList{TypeMeta: metav1.TypeMeta{Kind: "LeaseList", APIVersion: "coordination.k8s.io/v1"},
+			Items: []coordinationv1.Lease{{ObjectMeta: metav1.ObjectMeta{Name: fakeAPIServerID, Namespace: "kube-system",
+				Labels: map[string]string{"apiserver.kubernetes.io/identity": "kube-apiserver"}}, Spec: coordinationv1.LeaseSpec{RenewTime: &now}}}})
+		return
+	case p == "/metrics":
+		fmt.Fprintf(w, "apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds{apiserver_id_hash=%q,key_id_hash=\"sha256:00\",provider_name=\"fake\"} 1.7e+09\n",
+			replicas.HashID(fakeAPIServerID))
 		return
 	}
 	// /api/v1/secrets or /api/v1/namespaces/NS/secrets[/NAME]

@@ -61,6 +61,7 @@ func (r *runner) gate(ctx context.Context) (*adoption.Evidence, error) {
 	if r.deps.Etcd != nil {
 		g.Etcd = r.deps.Etcd
 	}
+	g.Baseline = r.spec.Baseline
 	if !a.NoNudge {
 		g.Nudge = adoption.ReadyzNudge(disco.RESTClient())
 	}

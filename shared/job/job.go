@@ -22,6 +22,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/pace"
 	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
+	"github.com/rekey-dev/rekey/shared/replicas"
 	"github.com/rekey-dev/rekey/shared/state"
 	"github.com/rekey-dev/rekey/shared/storagemode"
 	"github.com/rekey-dev/rekey/shared/verify"
@@ -73,6 +74,9 @@ type Spec struct {
 	// SkipVerify ends the job after the pass and its judgement, without the verifier (the CLI's
 	// `rekey run` without --verify). Ignored with Deps.State: a checkpointed job always verifies.
 	SkipVerify bool
+	// Baseline marks the first job of a cluster (nothing verified yet): no rotation was observed
+	// since rekey started watching, so a pass that rewrites nothing is not suspicious.
+	Baseline bool
 	// MaxSpeed patches with all Concurrency workers at once, for maintenance windows (the CLI's
 	// --max-speed; the functions in offpeak run mode, which run jobs only inside the window).
 	// Otherwise the patches in flight adapt to the API server's latency and 429s, at most
@@ -252,6 +256,9 @@ type runner struct {
 	targets []reencrypt.Target
 	version string
 	primary string // the key's primary version at run time ("" without a key)
+	// replicas are the API server replicas found at connect, one connection each: the pass and the
+	// convergence pass are spread over them (nil for a dry run, or when none could be opened).
+	replicas *replicas.Set
 }
 
 func newRunner(spec Spec, deps Deps) (*runner, error) {
@@ -320,6 +327,11 @@ func (r *runner) say(warn bool, format string, a ...any) {
 
 // run is Run after validation.
 func (r *runner) run(ctx context.Context) (Outcome, error) {
+	defer func() {
+		if r.replicas != nil {
+			r.replicas.Close()
+		}
+	}()
 	if out, refused := r.guard(ctx); refused {
 		return out, nil
 	}
@@ -359,6 +371,20 @@ func (r *runner) connect(ctx context.Context) (*Outcome, error) {
 		}
 		return nil, err
 	}
+	if !r.spec.DryRun {
+		// Behind a load balancer each connection reaches one API server replica: spread the
+		// passes over all of them (package replicas), so that every replica judges objects and a
+		// replica on another key version shows itself.
+		set, err := replicas.Discover(ctx, cfg, replicas.Options{Logger: &r.log, Clock: r.deps.Clock})
+		if err != nil {
+			r.log.Warn().Err(err).Msg("API server replicas: none could be reached on a connection of its own; one connection for everything")
+		} else {
+			r.replicas = set
+			for _, n := range set.Notes {
+				r.say(true, "warning: API server replicas: %s", n)
+			}
+		}
+	}
 	return nil, nil
 }
 
@@ -372,6 +398,9 @@ func (r *runner) engine(strategy reencrypt.Strategy, mutate func(*reencrypt.Opti
 		Targets: r.targets, Strategy: strategy, Namespaces: r.spec.Namespaces, ExcludeNamespaces: r.spec.ExcludeNamespaces,
 		LabelSelector: r.spec.LabelSelector, Concurrency: r.spec.Concurrency, PageSize: r.spec.PageSize,
 		Logger: &r.log, AccessCheck: reencrypt.SelfSubjectAccessReview(r.authz),
+	}
+	if r.replicas != nil {
+		opts.Routes = r.replicas.Routes()
 	}
 	if !r.spec.MaxSpeed && !r.spec.DryRun {
 		lim, err := pace.New(pace.Options{Max: cmp.Or(r.spec.Concurrency, reencrypt.DefaultConcurrency), Logger: &r.log})

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -334,9 +335,18 @@ func TestLostCheckpointStopsTheJob(t *testing.T) {
 	f.api.onList = func(cont string) {
 		if cont != "" {
 			once.Do(func() {
-				c, err := f.store.OpenCheckpoint(context.Background(), f.jobID(), "usurper", state.CheckpointOptions{})
-				if err == nil {
-					err = c.Flush(context.Background(), state.Checkpoint{Phase: state.PhasePass, Continue: "a/s-0199", Notes: map[string]string{NotePrimary: f.primary}})
+				// The job writes its checkpoint after every object here (interval 1ns): the
+				// usurper reads it again until its write lands between two of the job's.
+				var err error
+				for range 50 {
+					var c *state.Checkpointer
+					c, err = f.store.OpenCheckpoint(context.Background(), f.jobID(), "usurper", state.CheckpointOptions{})
+					if err == nil {
+						err = c.Flush(context.Background(), state.Checkpoint{Phase: state.PhasePass, Continue: "a/s-0199", Notes: map[string]string{NotePrimary: f.primary}})
+					}
+					if !errors.Is(err, state.ErrCheckpointTaken) {
+						break
+					}
 				}
 				if err != nil {
 					t.Errorf("usurp: %v", err)

@@ -67,7 +67,12 @@ func (r *runner) once(ctx context.Context) (Outcome, error) {
 			return verifierFailed(out, err)
 		}
 		out.Verify = &report
-		if report.Verdict != verify.Pass {
+		switch report.Verdict {
+		case verify.Pass:
+		case verify.Unknown:
+			out.Status, out.Reason = StatusPartial, "the verifier could not check everything: "+verifyProblems(report)
+			return out, nil
+		default:
 			out.Status, out.Reason = StatusFailed, "the verifier FAILs: "+verifyProblems(report)
 			return out, nil
 		}
@@ -84,7 +89,8 @@ func deref(o *Outcome) Outcome {
 	return *o
 }
 
-// rotation returns the rotation the job follows: the key's primary version, or nil without a key.
+// rotation returns the rotation the job follows: the key's primary version, or nil without a key
+// and for a baseline job (no rotation observed: the primary is read, nothing is judged against it).
 func (r *runner) rotation(ctx context.Context) (*storagemode.Rotation, error) {
 	if r.spec.KeyID == "" {
 		return nil, nil
@@ -94,6 +100,10 @@ func (r *runner) rotation(ctx context.Context) (*storagemode.Rotation, error) {
 		return nil, err
 	}
 	r.primary = primary
+	if r.spec.Baseline {
+		r.log.Info().Str("key", r.spec.KeyID).Str("primary", primary).Msg("baseline job: no rotation observed since rekey started watching; a pass that rewrites nothing is not suspicious")
+		return nil, nil
+	}
 	if r.spec.Version != "" && r.spec.Version != primary {
 		r.log.Info().Str("key", r.spec.KeyID).Str("jobVersion", r.spec.Version).Str("primary", primary).
 			Msg("the key's primary version moved since the job was created; bringing every object to the primary")
@@ -145,6 +155,17 @@ func verifierFailed(out Outcome, err error) (Outcome, error) {
 	}
 	out.Status = StatusPartial
 	return out, err
+}
+
+// verifyFailedLayers names the layers of r that FAILed.
+func verifyFailedLayers(r verify.Report) []string {
+	var out []string
+	for _, l := range r.Layers {
+		if l.Status == verify.Fail {
+			out = append(out, l.Name)
+		}
+	}
+	return out
 }
 
 func verifyProblems(r verify.Report) string {

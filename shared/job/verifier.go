@@ -18,7 +18,7 @@ func (r *runner) verifier(ctx context.Context, conv *reencrypt.Summary) (verify.
 	in := verify.Inputs{
 		KMS: d.KMS, KeyID: r.spec.KeyID, Etcd: d.Etcd, EtcdPrefix: d.EtcdPrefix, EtcdEndpoints: d.EtcdEndpoints,
 		APIServer: r.disco.RESTClient(), Trail: d.Trail, AuditRole: d.AuditRole, AuditUser: d.AuditUser,
-		ConvergencePass: conv,
+		ConvergencePass: conv, Replicas: r.replicas,
 	}
 	if d.AuditUser != "" {
 		in.AuditRole = ""

@@ -50,6 +50,10 @@ type Options struct {
 	Service ServiceOptions
 	// OnServing, when set, is called once the socket accepts connections.
 	OnServing func()
+	// Wrap, when set, wraps the Service before it is served (the local twin uses it to stand in for
+	// another plugin's key_id format and Status timing): the API server talks to wrapped; watch,
+	// when not nil, runs next to the Service's own Watch until Run stops. nil: the Service itself.
+	Wrap func(svc *Service) (wrapped service.Service, watch func(ctx context.Context))
 }
 
 // Run serves a KMS v2 plugin for opts.KeyID on opts.SocketPath until ctx ends, then stops
@@ -90,13 +94,21 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("kms plugin: %w", err)
 	}
+	var served service.Service = svc
+	var watch func(ctx context.Context)
+	if opts.Wrap != nil {
+		served, watch = opts.Wrap(svc)
+	}
 	gs := grpc.NewServer(grpc.ConnectionTimeout(opts.Timeout))
-	kmsapi.RegisterKeyManagementServiceServer(gs, service.NewGRPCService(opts.SocketPath, opts.Timeout, svc))
+	kmsapi.RegisterKeyManagementServiceServer(gs, service.NewGRPCService(opts.SocketPath, opts.Timeout, served))
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	var wg sync.WaitGroup
 	wg.Go(func() { svc.Watch(watchCtx) })
+	if watch != nil {
+		wg.Go(func() { watch(watchCtx) })
+	}
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- gs.Serve(ln) })
 

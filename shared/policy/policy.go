@@ -53,6 +53,9 @@ type Job struct {
 	Reason string `json:"reason"`
 	// NotBefore is the earliest start: the event's time plus the settle delay.
 	NotBefore time.Time `json:"notBefore"`
+	// Baseline marks the first job of a cluster (nothing verified yet, no rotation observed since
+	// rekey started watching): its pass is not judged suspicious when it rewrites nothing.
+	Baseline bool `json:"baseline,omitempty"`
 }
 
 // Notice is the content of an alert or a recovery notice, for the webhook and the log. It holds names

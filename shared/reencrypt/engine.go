@@ -110,6 +110,11 @@ type Options struct {
 	// it short (rate-bound any I/O). It is not called after the last page of the run: the run is
 	// then Complete.
 	OnPage func(next Position, done Counts)
+	// Routes, when set, spread the patches over several connections: the k-th object the run lists
+	// is patched (and re-read) through Routes[k % len(Routes)], so that each route gets its share
+	// whatever the worker timing. Lists always go through the Engine's client. Summary.Routes
+	// counts the outcomes per route.
+	Routes []Route
 	// StopMargin, when positive and the run's context has a deadline, makes the run stop taking
 	// work StopMargin before the deadline: the lister hands on no more objects and workers start no
 	// new one, patches in flight finish, and Run returns an error wrapping ErrStopped.
@@ -137,6 +142,11 @@ func New(client metadata.Interface, opts Options) (*Engine, error) {
 	}
 	if opts.Concurrency < 0 || opts.PageSize < 0 || opts.ConflictRetries < 0 || opts.MaxFailures < 0 {
 		return nil, errors.New("new engine: concurrency, page size, conflict retries and max failures must not be negative")
+	}
+	for i, rt := range opts.Routes {
+		if rt.Client == nil {
+			return nil, fmt.Errorf("new engine: route %d (%q) has no client", i, rt.Name)
+		}
 	}
 	if opts.Concurrency == 0 {
 		opts.Concurrency = DefaultConcurrency
@@ -193,7 +203,8 @@ func (e *PermissionError) Unwrap() error { return e.Err }
 type item struct {
 	namespace, name, resourceVersion string
 	page                             *page
-	index                            int // in page
+	index                            int    // in page
+	seq                              uint64 // in the run, from 0: picks the route
 }
 
 // run is the state of one Run.
@@ -211,6 +222,8 @@ type run struct {
 	access    accessCache
 	breaker   breaker      // stops the run when objects keep failing after their retries (breaker.go)
 	panics    atomic.Int64 // panics recovered (panics.go)
+	seq       uint64       // objects handed on so far (the lister's only)
+	routes    routeTally
 }
 
 // Run processes every target in turn and returns the summary. The error is non-nil when the run
@@ -226,6 +239,7 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 	r := &run{Engine: e, ctx: ctx, fail: cancel, stop: stop, scopes: e.scopes(),
 		failures: &failureLog{max: e.opts.MaxFailures}, rotation: start}
 	r.pager = &pager{report: r.onPage()}
+	r.routes.counts = make([]Counts, len(e.opts.Routes))
 	s := Summary{Strategy: e.opts.Strategy, DryRun: e.opts.DryRun, StartedAt: start}
 	ti, si, from := r.resumeAt()
 	var err error
@@ -247,6 +261,7 @@ func (e *Engine) Run(ctx context.Context) (Summary, error) {
 		s.StopReason = err.Error()
 	}
 	s.Retries, s.Conflicts, s.Panics = r.retries.Load(), r.conflicts.Load(), r.panics.Load()
+	s.Routes = r.routes.summaries(e.opts.Routes)
 	s.Failures, s.FailuresOmitted = r.failures.list, r.failures.omitted
 	s.Pace = paceSummary(e.opts.Pace, e.opts.Concurrency)
 	s.finish(e.opts.Clock.Now())
@@ -466,7 +481,8 @@ func (r *run) listScope(ti, si int, t Target, ns string, opts metav1.ListOptions
 			if r.stop.Err() == nil {
 				idx := r.pager.handOn(pg, key, true)
 				select {
-				case items <- item{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion, page: pg, index: idx}:
+				case items <- item{namespace: m.Namespace, name: m.Name, resourceVersion: m.ResourceVersion, page: pg, index: idx, seq: r.seq}:
+					r.seq++
 					continue
 				case <-r.stop.Done():
 					r.pager.finish(pg, idx, NotAttempted)
@@ -515,7 +531,8 @@ func (r *run) process(t Target, it item) Outcome {
 	if r.stop.Err() != nil {
 		return NotAttempted
 	}
-	api := r.client.Resource(t.GVR).Namespace(it.namespace)
+	client, _ := r.route(it.seq)
+	api := client.Resource(t.GVR).Namespace(it.namespace)
 	rv := it.resourceVersion
 	mayHaveApplied, notFoundRetried := false, false
 	for round := 0; ; round++ {
@@ -649,7 +666,8 @@ func (r *run) reread(t Target, it item) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, r.opts.CallTimeout)
 		defer cancel()
 		var err error
-		m, err = r.client.Resource(t.GVR).Namespace(it.namespace).Get(ctx, it.name, metav1.GetOptions{})
+		client, _ := r.route(it.seq)
+		m, err = client.Resource(t.GVR).Namespace(it.namespace).Get(ctx, it.name, metav1.GetOptions{})
 		return err
 	}, r.notifyRetry("get", t.Name, it.namespace, it.name))
 	if err != nil {

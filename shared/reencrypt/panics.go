@@ -23,6 +23,9 @@ func (r *run) handle(t Target, it item, tl *tally) {
 		r.breaker.succeeded()
 	}
 	tl.record(o)
+	if _, i := r.route(it.seq); i >= 0 {
+		r.routes.record(i, o)
+	}
 	r.pager.finish(it.page, it.index, o)
 	if r.opts.OnObject != nil {
 		r.callback("OnObject", func() { r.opts.OnObject(t.Name, o) })

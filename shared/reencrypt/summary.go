@@ -95,6 +95,9 @@ type Summary struct {
 	// Pace describes the adaptive concurrency limiter (Options.Pace) at the end of the run; nil
 	// when the run was not paced (--max-speed, dry runs).
 	Pace *PaceSummary `json:"pace,omitempty"`
+	// Routes counts the outcomes per route (Options.Routes), in their order; nil without routes.
+	// Listed counts the objects handed to the route.
+	Routes []RouteSummary `json:"routes,omitempty"`
 }
 
 // PaceSummary is what the adaptive limiter did during a run: why a default run went at the speed

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -266,4 +268,44 @@ func (s *Store) Complete(ctx context.Context, job JobRecord, version string) ([]
 		}
 	}
 	return removed, nil
+}
+
+// Deferred is what Defer changed.
+type Deferred struct {
+	// Job is the job as stored now.
+	Job JobRecord
+	// NewOutcome is true when kind differs from the kind of the job's previous deferral: the
+	// caller's notice about it has not been sent yet (one notice per job and kind of outcome).
+	NewOutcome bool
+}
+
+// Defer records that a run of job ended with an outcome that needs a person (failed,
+// suspicious), and moves the job's earliest start to notBefore so that the next ticks do not run
+// the same pass again at once. kind is the outcome's status; reason says why. A job no longer
+// pending is not an error: Deferred.Job is then zero.
+func (s *Store) Defer(ctx context.Context, jobID string, notBefore time.Time, kind, reason string) (Deferred, error) {
+	var out Deferred
+	err := s.modify(ctx, func(d *document) (bool, error) {
+		out = Deferred{}
+		for i := range d.Jobs {
+			j := &d.Jobs[i]
+			if j.ID != jobID {
+				continue
+			}
+			prev, _, _ := strings.Cut(j.LastOutcome, ":")
+			out.NewOutcome = prev != kind
+			j.Attempts++
+			j.LastOutcome, j.LastOutcomeAt = kind+": "+reason, s.clock.Now()
+			if notBefore.After(j.NotBefore) {
+				j.NotBefore = notBefore
+			}
+			out.Job = *j
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return Deferred{}, fmt.Errorf("defer job %s in cluster %s: %w", jobID, s.cluster, err)
+	}
+	return out, nil
 }

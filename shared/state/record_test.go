@@ -346,3 +346,42 @@ func TestNames(t *testing.T) {
 		t.Errorf("JobID %q: want stable, version-sensitive, a DNS label", id)
 	}
 }
+
+// TestDeferMovesTheJobAndSaysWhenTheOutcomeIsNew: a failed run defers its job (NotBefore moves
+// later, never earlier), counts the attempt, and says whether its kind of outcome is new, so that
+// one notice goes out per job and kind.
+func TestDeferMovesTheJobAndSaysWhenTheOutcomeIsNew(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, rvClient(t), "c1")
+	r, err := s.AddJobs(ctx, job("c1", "key-a", "v2"))
+	if err != nil || len(r.Added) != 1 {
+		t.Fatalf("add: %+v %v", r, err)
+	}
+	id := r.Added[0].ID
+	steps := []struct {
+		kind  string
+		at    time.Time
+		isNew bool
+		want  time.Time
+	}{
+		{"suspicious", t0.Add(time.Hour), true, t0.Add(time.Hour)},
+		{"suspicious", t0.Add(30 * time.Minute), false, t0.Add(time.Hour)}, // never earlier
+		{"failed", t0.Add(3 * time.Hour), true, t0.Add(3 * time.Hour)},
+	}
+	for i, st := range steps {
+		d, err := s.Defer(ctx, id, st.at, st.kind, "because")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.NewOutcome != st.isNew || d.Job.Attempts != i+1 || !d.Job.NotBefore.Equal(st.want) || d.Job.LastOutcome != st.kind+": because" {
+			t.Fatalf("step %d: %+v, want new=%v, %d attempts, notBefore %s", i, d, st.isNew, i+1, st.want)
+		}
+	}
+	pending, err := s.Pending(ctx)
+	if err != nil || len(pending) != 1 || pending[0].Attempts != 3 {
+		t.Fatalf("pending %+v %v", pending, err)
+	}
+	if d, err := s.Defer(ctx, "no-such-job", t0, "failed", "x"); err != nil || d.Job.ID != "" {
+		t.Fatalf("unknown job: %+v %v", d, err)
+	}
+}

@@ -23,6 +23,11 @@ type JobRecord struct {
 	Event events.DedupKey `json:"event"`
 	// Created is when the job was first recorded.
 	Created time.Time `json:"created"`
+	// Attempts counts the runs that ended failed or suspicious (Store.Defer); LastOutcome is the
+	// last of them ("failed: ..."), at LastOutcomeAt.
+	Attempts      int       `json:"attempts,omitempty"`
+	LastOutcome   string    `json:"lastOutcome,omitempty"`
+	LastOutcomeAt time.Time `json:"lastOutcomeAt,omitzero"`
 }
 
 // Verified is the last key version fully re-encrypted and verified for a cluster's key.

@@ -64,7 +64,7 @@ func checkAudit(ctx context.Context, in Inputs, key *KeyFacts) (LayerResult, *Au
 	res, err := in.Trail.LookupEvents(ctx, actiontrail.Query{Start: start, End: now, ResourceName: keyID})
 	facts.Events, facts.Pages, facts.Truncated = len(res.Events), res.Pages, res.Truncated
 	if err != nil {
-		l.add(Fail, "ActionTrail LookupEvents: %v (the audit layer needs actiontrail:LookupEvents; leave the layer out if it cannot have it)", err)
+		l.failOrUnknown(err, "ActionTrail LookupEvents: %v (the audit layer needs actiontrail:LookupEvents; leave the layer out if it cannot have it)", err)
 		return l, facts
 	}
 	if res.Truncated {

@@ -10,6 +10,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/rekey-dev/rekey/shared/actiontrail"
+	"github.com/rekey-dev/rekey/shared/alicloud"
 	"github.com/rekey-dev/rekey/shared/kms/kmsfake"
 )
 
@@ -63,23 +64,25 @@ func TestAuditLayer(t *testing.T) {
 		reasons []string
 	}{
 		{name: "evidence", result: events(event("Encrypt", "AliyunCSManagedSecurityRole", v2, ""), event("Decrypt", "aliyuncsmanagedsecurityrole", "key-1-v1", "")),
-			want: Pass, verdict: Pass, reasons: []string{"role aliyuncsmanagedsecurityrole used key key-1", "Encrypt " + v2 + " x1"}},
+			want: Pass, verdict: Fail, reasons: []string{"role aliyuncsmanagedsecurityrole used key key-1", "Encrypt " + v2 + " x1"}},
 		{name: "GenerateDataKey under the primary is evidence", result: events(event("GenerateDataKey", "aliyuncsmanagedsecurityrole", v2, "")),
-			want: Pass, verdict: Pass, reasons: []string{"GenerateDataKey " + v2 + " x1"}},
+			want: Pass, verdict: Fail, reasons: []string{"GenerateDataKey " + v2 + " x1"}},
 		{name: "no event in the window is a warning", result: events(event("Encrypt", "", v2, ""), event("DescribeKey", "aliyuncsmanagedsecurityrole", "", "")),
 			want: Warn, verdict: Fail, reasons: []string{"no event in the window", "1 other callers", "a few minutes", "read events", "not a failure on its own"}},
 		{name: "failed calls are not evidence", result: events(event("Encrypt", "aliyuncsmanagedsecurityrole", v2, "Rejected.Disabled")),
 			want: Warn, verdict: Fail, reasons: []string{"no event in the window"}},
 		{name: "old version only", result: events(event("Decrypt", "aliyuncsmanagedsecurityrole", "key-1-v1", "")),
 			want: Warn, verdict: Fail, reasons: []string{"wrapped nothing under the primary version " + v2, "Decrypt key-1-v1 x1"}},
-		{name: "lookup fails", err: errors.New("throttled"),
-			want: Fail, verdict: Fail, reasons: []string{"LookupEvents: throttled", "actiontrail:LookupEvents"}},
+		{name: "lookup fails", err: errors.New("invalid parameter"),
+			want: Fail, verdict: Fail, reasons: []string{"LookupEvents: invalid parameter", "actiontrail:LookupEvents"}},
+		{name: "lookup throttled: could not check", err: alicloud.NewAPIError(400, "Throttling.User", "Request was denied due to user flow control."),
+			want: Unknown, verdict: Unknown, reasons: []string{"could not check: ActionTrail LookupEvents", "Throttling.User"}},
 		{name: "RAM user", user: "k8s-kms", result: events(userEvent("Encrypt", "K8S-KMS", v2), event("Encrypt", "aliyuncsmanagedsecurityrole", v2, "")),
-			want: Pass, verdict: Pass, reasons: []string{"RAM user k8s-kms used key key-1", "Encrypt " + v2 + " x1"}},
+			want: Pass, verdict: Fail, reasons: []string{"RAM user k8s-kms used key key-1", "Encrypt " + v2 + " x1"}},
 		{name: "RAM user expected, role calls do not count", user: "k8s-kms", result: events(event("Encrypt", "aliyuncsmanagedsecurityrole", v2, "")),
 			want: Warn, verdict: Fail, reasons: []string{"by RAM user k8s-kms", "1 other callers"}},
 		{name: "truncated", result: actiontrail.Result{Events: []actiontrail.Event{event("Encrypt", "aliyuncsmanagedsecurityrole", v2, "")}, Pages: 40, Truncated: true},
-			want: Pass, verdict: Pass, reasons: []string{"truncated after 1 events (40 pages)"}},
+			want: Pass, verdict: Fail, reasons: []string{"truncated after 1 events (40 pages)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,7 +127,7 @@ func TestAuditWindowClampedTo90Days(t *testing.T) {
 	}
 	l := r.Layer(LayerAudit)
 	text := strings.Join(l.Reasons, "\n")
-	if l.Status != Pass || r.Verdict != Pass || !strings.Contains(text, "window clamped") || !strings.Contains(text, "2026-08-29T12:00:00Z") {
+	if l.Status != Pass || r.Verdict != Fail || !strings.Contains(text, "window clamped") || !strings.Contains(text, "2026-08-29T12:00:00Z") {
 		t.Fatalf("audit %s verdict %s:\n%s", l.Status, r.Verdict, text)
 	}
 	if r.Audit == nil || !r.Audit.Clamped || !r.Audit.Since.Equal(oldest) {
@@ -139,7 +142,8 @@ func TestAuditAloneDescribesTheKeyWithoutCanary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Verdict != Pass || r.Layer(LayerKMS).Status != Skip || r.Key == nil || r.Key.PrimaryKeyVersion != v2 {
+	// The audit layer passes, but audit alone is no evidence: the verdict is FAIL.
+	if r.Layer(LayerAudit).Status != Pass || r.Verdict != Fail || r.Layer(LayerKMS).Status != Skip || r.Key == nil || r.Key.PrimaryKeyVersion != v2 {
 		t.Fatalf("verdict %s, kms %s, key %+v", r.Verdict, r.Layer(LayerKMS).Status, r.Key)
 	}
 	if n := f.Calls(kmsfake.OpGenerateDataKey); n != 0 {

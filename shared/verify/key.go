@@ -28,7 +28,7 @@ func CheckKey(ctx context.Context, c kms.Client, keyID string) (LayerResult, *Ke
 		if kms.IsKeyNotFound(err) {
 			l.add(Fail, "key %s does not exist in this region and account: %v", keyID, err)
 		} else {
-			l.add(Fail, "cannot describe key %s: %v", keyID, err)
+			l.failOrUnknown(err, "cannot describe key %s: %v", keyID, err)
 		}
 		return l, nil
 	}
@@ -70,13 +70,13 @@ func CheckKey(ctx context.Context, c kms.Client, keyID string) (LayerResult, *Ke
 func canary(ctx context.Context, c kms.Client, keyID, primary string, l *LayerResult) {
 	dk, err := c.GenerateDataKey(ctx, keyID)
 	if err != nil {
-		l.add(Fail, "canary GenerateDataKey failed: %v", err)
+		l.failOrUnknown(err, "canary GenerateDataKey failed: %v", err)
 		return
 	}
 	defer clear(dk.Plaintext)
 	pt, err := c.Decrypt(ctx, dk.CiphertextBlob, nil)
 	if err != nil {
-		l.add(Fail, "canary Decrypt failed: %v", err)
+		l.failOrUnknown(err, "canary Decrypt failed: %v", err)
 		return
 	}
 	defer clear(pt.Plaintext)

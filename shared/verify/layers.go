@@ -18,10 +18,12 @@ const (
 // AllLayers lists every layer in the order Verify runs them.
 var AllLayers = []string{LayerKMS, LayerStorage, LayerConvergence, LayerAPIServer, LayerAudit}
 
-// EvidenceLayers are the layers that prove what is stored or what the API server does with the
-// key: a PASS needs at least one of them to PASS. kms and apiserver show only that the key and
-// the plugin can work.
-var EvidenceLayers = []string{LayerStorage, LayerConvergence, LayerAudit}
+// EvidenceLayers are the layers that prove what is stored: a PASS needs at least one of them to
+// PASS. kms and apiserver show only that the key and the plugin can work; audit corroborates (the
+// API server's KMS identity used the primary version), it never proves that every stored object was
+// rewritten: one Encrypt under the new version is compatible with every older object still under
+// the old one.
+var EvidenceLayers = []string{LayerStorage, LayerConvergence}
 
 func isEvidence(layer string) bool { return slices.Contains(EvidenceLayers, layer) }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/etcdscan/etcdtest"
 	"github.com/rekey-dev/rekey/shared/kms/kmsfake"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
+	"github.com/rekey-dev/rekey/shared/replicas"
 )
 
 // readyz is an API server whose /readyz/kms-providers answers ok.
@@ -87,8 +88,8 @@ func TestLayerSelection(t *testing.T) {
 	}
 }
 
-// TestNoEvidenceNoPass: kms and apiserver passing, or an audit warning, never make a PASS; one
-// evidence layer passing does.
+// TestNoEvidenceNoPass: kms and apiserver passing, an audit warning, or audit passing (it
+// corroborates, never proves what is stored), never make a PASS; one evidence layer passing does.
 func TestNoEvidenceNoPass(t *testing.T) {
 	f, v2 := rotatedKey(t, testNow.Add(-time.Hour))
 	api := readyz(t)
@@ -104,7 +105,8 @@ func TestNoEvidenceNoPass(t *testing.T) {
 		{"kms and apiserver pass", Inputs{Layers: []string{LayerKMS, LayerAPIServer}, KMS: f, KeyID: "key-1", APIServer: api}, Fail},
 		{"audit warns", Inputs{KMS: f, KeyID: "key-1", APIServer: api, Trail: quiet}, Fail},
 		{"nothing runs", Inputs{}, Fail},
-		{"audit passes", Inputs{KMS: f, KeyID: "key-1", APIServer: api, Trail: busy}, Pass},
+		{"audit passes", Inputs{KMS: f, KeyID: "key-1", APIServer: api, Trail: busy}, Fail},
+		{"storage and audit pass", Inputs{KMS: f, KeyID: "key-1", APIServer: api, Trail: busy, Etcd: c.KV, Resources: []schema.GroupResource{{Resource: "secrets"}}}, Pass},
 		{"storage passes, audit warns", Inputs{KMS: f, KeyID: "key-1", APIServer: api, Trail: quiet, Etcd: c.KV, Resources: []schema.GroupResource{{Resource: "secrets"}}}, Pass},
 	}
 	for _, tt := range tests {
@@ -139,7 +141,7 @@ func TestReportOutput(t *testing.T) {
 	if err := r.WriteText(&b); err != nil {
 		t.Fatal(err)
 	}
-	want := "VERDICT: FAIL (checked 2026-11-27T00:00:00Z)\n    - no evidence: none of the layers that prove what is stored (storage, convergence, audit) passed (ran: kms PASS)"
+	want := "VERDICT: FAIL (checked 2026-11-27T00:00:00Z)\n    - no evidence: none of the layers that prove what is stored (storage, convergence) passed (ran: kms PASS)"
 	if !strings.HasPrefix(b.String(), want) || !strings.Contains(b.String(), "\nlayers: kms (every layer whose inputs were given)\n[PASS] kms\n") {
 		t.Fatalf("text = %q", b.String())
 	}
@@ -166,29 +168,63 @@ func TestJoinCounts(t *testing.T) {
 }
 
 // TestConvergencePassJudged: a convergence pass run elsewhere (resumed over several invocations)
-// is judged like the one the layer runs: complete with nothing rewritten passes; a rewrite, a
-// failure or an unfinished pass fails.
+// is judged like the one the layer runs: complete with nothing rewritten, objects listed and every
+// API server replica covered passes; a rewrite, a failure, an unfinished pass or an empty one fails;
+// a clean pass that did not reach every replica, or whose replicas are not known, is a warning (no
+// evidence).
 func TestConvergencePassJudged(t *testing.T) {
-	clean := reencrypt.Summary{Strategy: reencrypt.Rewrite, Complete: true, Total: reencrypt.Counts{Listed: 10, Current: 10}}
+	a, b := replicas.HashID("apiserver-a"), replicas.HashID("apiserver-b")
+	two := &replicas.Set{Expected: []replicas.Replica{{ID: a}, {ID: b}}, Source: "2 live API server identity Leases in kube-system"}
+	one := &replicas.Set{Expected: []replicas.Replica{{ID: a}}, Source: "1 live API server identity Lease in kube-system"}
+	unknown := &replicas.Set{Source: "not known: the identity may not list Leases in kube-system"}
+	clean := reencrypt.Summary{Strategy: reencrypt.Rewrite, Complete: true, Total: reencrypt.Counts{Listed: 10, Current: 10},
+		Routes: []reencrypt.RouteSummary{{Route: a, Counts: reencrypt.Counts{Listed: 5, Current: 5}}, {Route: b, Counts: reencrypt.Counts{Listed: 5, Current: 5}}}}
 	cases := []struct {
-		name string
-		mod  func(*reencrypt.Summary)
-		want Status
+		name    string
+		mod     func(*reencrypt.Summary)
+		set     *replicas.Set
+		want    Status
+		reasons []string
 	}{
-		{"clean", func(*reencrypt.Summary) {}, Pass},
-		{"rewrote", func(s *reencrypt.Summary) { s.Total.Rewritten, s.Total.Current = 1, 9 }, Fail},
-		{"failed", func(s *reencrypt.Summary) { s.Total.Failed, s.Total.Current = 1, 9 }, Fail},
-		{"unfinished", func(s *reencrypt.Summary) { s.Complete, s.Total.NotAttempted, s.Total.Current = false, 5, 5 }, Fail},
+		{"clean over both replicas", func(*reencrypt.Summary) {}, two, Pass, []string{"every one of the 2 API server replicas", replicas.Short(a), replicas.Short(b)}},
+		{"one replica, one connection", func(s *reencrypt.Summary) { s.Routes = nil }, one, Pass, []string{"every one of the 1 API server replicas"}},
+		{"one replica never served", func(s *reencrypt.Summary) {
+			s.Routes = []reencrypt.RouteSummary{{Route: a, Counts: reencrypt.Counts{Listed: 10, Current: 10}}}
+		}, two, Warn, []string{"1 of the 2 API server replicas served none of it (" + replicas.Short(b) + ")"}},
+		{"replicas not known", func(*reencrypt.Summary) {}, unknown, Warn, []string{"the number of API server replicas is not known"}},
+		{"no discovery at all", func(s *reencrypt.Summary) { s.Routes = nil }, nil, Warn, []string{"one connection"}},
+		{"a route re-dialled mid-pass", func(*reencrypt.Summary) {}, &replicas.Set{Expected: two.Expected, Source: two.Source, Moved: []string{b}}, Warn,
+			[]string{"served none of it", "reached another replica"}},
+		{"one replica rewrote", func(s *reencrypt.Summary) {
+			s.Total.Rewritten, s.Total.Current = 5, 5
+			s.Routes[1].Rewritten, s.Routes[1].Current = 5, 0
+		}, two, Fail, []string{"by some API server replicas only (" + replicas.Short(b) + " rewrote 5)"}},
+		{"rewrote", func(s *reencrypt.Summary) { s.Total.Rewritten, s.Total.Current, s.Routes = 1, 9, nil }, two, Fail, []string{"were stale"}},
+		{"failed", func(s *reencrypt.Summary) { s.Total.Failed, s.Total.Current = 1, 9 }, two, Fail, nil},
+		{"unfinished", func(s *reencrypt.Summary) { s.Complete, s.Total.NotAttempted, s.Total.Current = false, 5, 5 }, two, Fail, nil},
+		{"listed nothing", func(s *reencrypt.Summary) { s.Total, s.Routes = reencrypt.Counts{}, nil }, two, Fail, []string{"listed 0 objects"}},
 	}
 	for _, c := range cases {
 		s := clean
+		s.Routes = append([]reencrypt.RouteSummary(nil), clean.Routes...)
 		c.mod(&s)
-		r, err := Verify(context.Background(), Inputs{Layers: []string{LayerConvergence}, ConvergencePass: &s})
+		r, err := Verify(context.Background(), Inputs{Layers: []string{LayerConvergence}, ConvergencePass: &s, Replicas: c.set})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := r.Layer(LayerConvergence).Status; got != c.want || r.Convergence == nil || r.Convergence.Total != s.Total {
-			t.Errorf("%s: layer %s (report %+v), want %s", c.name, got, r.Convergence, c.want)
+		l := r.Layer(LayerConvergence)
+		text := strings.Join(l.Reasons, "\n")
+		if l.Status != c.want || r.Convergence == nil || r.Convergence.Total != s.Total {
+			t.Errorf("%s: layer %s (%s), want %s", c.name, l.Status, text, c.want)
+			continue
+		}
+		if (r.Verdict == Pass) != (c.want == Pass) {
+			t.Errorf("%s: verdict %s with the layer %s", c.name, r.Verdict, l.Status)
+		}
+		for _, want := range c.reasons {
+			if !strings.Contains(text, want) {
+				t.Errorf("%s: reasons lack %q:\n%s", c.name, want, text)
+			}
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package verify
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -9,18 +11,22 @@ import (
 
 	"github.com/rekey-dev/rekey/shared/etcdscan"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
+	"github.com/rekey-dev/rekey/shared/retry"
 )
 
 // Status is the result of a layer or of the whole verification.
 type Status string
 
-// Statuses. A report FAILs when any layer FAILs, or when no evidence layer PASSes; WARN and SKIP
-// do not fail it on their own.
+// Statuses. A report FAILs when any layer FAILs, or when no evidence layer PASSes; it is UNKNOWN
+// when no layer FAILs but one could not check (Unknown); WARN and SKIP do not fail it on their own.
 const (
 	Pass Status = "PASS"
 	Fail Status = "FAIL"
 	Warn Status = "WARN"
 	Skip Status = "SKIP"
+	// Unknown: the layer could not check (a throttled, timed-out or unreachable service): neither
+	// proof nor disproof. Check again later; nothing needs redoing.
+	Unknown Status = "UNKNOWN"
 )
 
 // LayerResult is the outcome of one layer.
@@ -47,6 +53,8 @@ func (l *LayerResult) add(s Status, format string, a ...any) {
 func rank(s Status) int {
 	switch s {
 	case Fail:
+		return 4
+	case Unknown:
 		return 3
 	case Warn:
 		return 2
@@ -104,7 +112,9 @@ type Report struct {
 	Key             *KeyFacts          `json:"key,omitempty"`
 	Storage         []etcdscan.Report  `json:"storage,omitempty"`
 	Convergence     *reencrypt.Summary `json:"convergence,omitempty"`
-	Audit           *AuditFacts        `json:"audit,omitempty"`
+	// Replicas says which API server replicas served the convergence pass.
+	Replicas *ReplicaCoverage `json:"replicas,omitempty"`
+	Audit    *AuditFacts      `json:"audit,omitempty"`
 	// Retirement says how many objects still depend on each older key version and whether it is
 	// safe to retire them (retirement.go).
 	Retirement *Retirement `json:"retirement,omitempty"`
@@ -120,24 +130,38 @@ func (r Report) Layer(name string) LayerResult {
 	return LayerResult{Name: name, Status: Skip}
 }
 
-// finish sets the verdict: FAIL when a layer failed or when no evidence layer passed.
+// finish sets the verdict: FAIL when a layer failed or when no evidence layer passed and nothing is
+// left unchecked; UNKNOWN when no layer failed but one could not check.
 func (r *Report) finish() {
 	r.Verdict = Pass
 	evidence := false
-	var ran []string
+	var ran, unchecked []string
 	for _, l := range r.Layers {
-		if l.Status == Fail {
+		switch l.Status {
+		case Fail:
 			r.Verdict = Fail
+		case Unknown:
+			unchecked = append(unchecked, l.Name)
 		}
 		if isEvidence(l.Name) && l.Status == Pass {
 			evidence = true
 		}
 		ran = append(ran, fmt.Sprintf("%s %s", l.Name, l.Status))
 	}
-	if !evidence && r.Verdict != Fail {
+	if r.Verdict == Fail {
+		return
+	}
+	if len(unchecked) > 0 {
+		r.Verdict = Unknown
+		r.Reasons = append(r.Reasons, fmt.Sprintf("could not check %s (throttled, timed out or unreachable): neither proof nor disproof; check again later",
+			strings.Join(unchecked, ", ")))
+		return
+	}
+	if !evidence {
 		r.Verdict = Fail
 		r.Reasons = append(r.Reasons, fmt.Sprintf("no evidence: none of the layers that prove what is stored (%s) passed (ran: %s); "+
-			"kms and apiserver show that the key and the plugin work, not that the Secrets are under the current key version",
+			"kms and apiserver show that the key and the plugin work, and audit that the key is used, not that every stored object was "+
+			"rewritten under the current key version: that takes an etcd scan (storage) or a convergence pass over every API server replica",
 			strings.Join(EvidenceLayers, ", "), orNone(strings.Join(ran, ", "))))
 	}
 }
@@ -165,6 +189,21 @@ func (r Report) WriteText(w io.Writer) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+// failOrUnknown records a failed check: Unknown when err says the check could not be made (a
+// throttled, timed-out or unreachable service: retry.Retriable), Fail otherwise.
+func (l *LayerResult) failOrUnknown(err error, format string, a ...any) {
+	if couldNotCheck(err) {
+		l.add(Unknown, "could not check: "+format, a...)
+		return
+	}
+	l.add(Fail, format, a...)
+}
+
+// couldNotCheck reports whether err means a check could not be made rather than that it failed.
+func couldNotCheck(err error) bool {
+	return err != nil && (retry.Classify(err) == retry.Retriable || errors.Is(err, context.DeadlineExceeded))
 }
 
 // joinCounts formats counts in key order, "k<sep>n, ...", or "none".

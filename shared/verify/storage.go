@@ -35,7 +35,7 @@ func checkStorage(ctx context.Context, in Inputs, keyID string) (LayerResult, []
 		prefix := etcdscan.ResourcePrefix(in.EtcdPrefix, gr)
 		rep, err := etcdscan.Scan(ctx, in.Etcd, prefix, want, etcdscan.Options{MaxNames: in.MaxNames})
 		if err != nil {
-			l.add(Fail, "%s: scan %s in etcd: %v", res, prefix, err)
+			l.failOrUnknown(err, "%s: scan %s in etcd: %v", res, prefix, err)
 			continue
 		}
 		scans = append(scans, rep)

@@ -13,6 +13,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/actiontrail"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
+	"github.com/rekey-dev/rekey/shared/replicas"
 )
 
 // DefaultAuditRole is the RAM role ACK's control plane assumes to call KMS for Secret encryption.
@@ -42,8 +43,13 @@ type Inputs struct {
 	Convergence *reencrypt.Engine
 	// ConvergencePass, instead of Convergence, is a rewrite pass already run, for example one resumed
 	// from checkpoints over several invocations (package job): the layer judges it as it would judge
-	// the pass Convergence runs. Its Total must add up the whole pass.
+	// the pass Convergence runs. Its Total (and Routes) must add up the whole pass.
 	ConvergencePass *reencrypt.Summary
+	// Replicas are the API server replicas the convergence pass was spread over (package replicas:
+	// the engine's Routes are Replicas.Routes()). The layer PASSes only when every replica served
+	// part of the pass; nil: the replicas are not known, and the layer cannot PASS unless the pass
+	// shows a single replica.
+	Replicas *replicas.Set
 
 	// APIServer enables the apiserver layer (a REST client of the cluster).
 	APIServer rest.Interface
@@ -89,7 +95,7 @@ func Verify(ctx context.Context, in Inputs) (Report, error) {
 				facts, err := describeKey(ctx, in.KMS, in.KeyID)
 				if err != nil {
 					l := LayerResult{Name: LayerStorage}
-					l.add(Fail, "cannot describe key %s to learn its primary version: %v", in.KeyID, err)
+					l.failOrUnknown(err, "cannot describe key %s to learn its primary version: %v", in.KeyID, err)
 					r.Layers = append(r.Layers, l)
 					continue
 				}
@@ -102,9 +108,9 @@ func Verify(ctx context.Context, in Inputs) (Report, error) {
 			r.Layers = append(r.Layers, l)
 			r.Storage = scans
 		case LayerConvergence:
-			l, s := checkConvergence(ctx, in.Convergence, in.ConvergencePass, in.MaxNames)
+			l, s, cov := checkConvergence(ctx, in.Convergence, in.ConvergencePass, in.Replicas, in.MaxNames)
 			r.Layers = append(r.Layers, l)
-			r.Convergence = s
+			r.Convergence, r.Replicas = s, cov
 		case LayerAPIServer:
 			r.Layers = append(r.Layers, checkAPIServer(ctx, in.APIServer))
 		case LayerAudit:
@@ -112,7 +118,7 @@ func Verify(ctx context.Context, in Inputs) (Report, error) {
 				facts, err := describeKey(ctx, in.KMS, in.KeyID)
 				if err != nil {
 					l := LayerResult{Name: LayerAudit}
-					l.add(Fail, "cannot describe key %s to learn its primary version: %v", in.KeyID, err)
+					l.failOrUnknown(err, "cannot describe key %s to learn its primary version: %v", in.KeyID, err)
 					r.Layers = append(r.Layers, l)
 					continue
 				}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"github.com/rekey-dev/rekey/cmd/rekey/cli"
 	"github.com/rekey-dev/rekey/infra/local/controlplane"
 	"github.com/rekey-dev/rekey/infra/local/kmsstack"
+	"github.com/rekey-dev/rekey/infra/local/twin"
 	"github.com/rekey-dev/rekey/shared/adoption"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
@@ -62,14 +64,14 @@ func applyRBACFile(t *testing.T, c *controlplane.Cluster, keep func(kind, name s
 // (nil: all of them).
 func applyRBACYAML(t *testing.T, c *controlplane.Cluster, path string, keep func(kind, name string) bool) {
 	t.Helper()
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	data = bytes.ReplaceAll(data, []byte(twin.RoleIDPlaceholder), []byte(functionUser))
 	cs := typed(t, c)
 	ctx := context.Background()
-	r := utilyaml.NewYAMLReader(bufio.NewReader(f))
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for {
 		doc, err := r.Read()
 		if errors.Is(err, io.EOF) {

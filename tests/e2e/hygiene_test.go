@@ -122,13 +122,15 @@ func TestSecretHygieneAndLeastPrivilege(t *testing.T) {
 	start := time.Now()
 	plugin := &syncBuffer{}
 	// The functions log at debug: one line per object, the most text to scan.
-	tw := startTwin(t, twin.Options{PluginLog: plugin, Env: map[string]string{config.EnvLogLevel: "debug"}})
+	// The single-API-server twin: what this test checks (leaks, least privilege) does not depend
+	// on replicas, and it runs rekey many times.
+	tw := startTwin(t, twin.Options{Single: true, PluginLog: plugin, Env: map[string]string{config.EnvLogLevel: "debug"}})
 	h := &hygiene{tw: tw, outputs: map[string][]byte{}}
 	admin := typed(t, tw.Cluster)
 	ctx := context.Background()
 	const n = 300
 	values := createSecrets(t, admin, n, "hygiene-a", "hygiene-b")
-	if err := twin.ApplyRBAC(ctx, admin, cliRBACFile); err != nil {
+	if err := twin.ApplyRBAC(ctx, admin, cliRBACFile, ""); err != nil {
 		t.Fatal(err)
 	}
 	h.kubeconfig = impersonatingKubeconfig(t, tw.Cluster, cliUser)

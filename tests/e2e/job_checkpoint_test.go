@@ -143,8 +143,11 @@ func TestJobFinishesAcrossShortDeadlines(t *testing.T) {
 	var passListed int64
 	logger := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	for i := 1; ; i++ {
-		if i > 40 {
-			t.Fatalf("the job did not finish in 40 invocations: %+v", outcomes[len(outcomes)-1])
+		// How many invocations it takes depends on the machine (a busy one does ~40 objects in
+		// each); what must hold is that each one moves the job (checked below). The cap only
+		// keeps a broken job from looping for ever.
+		if i > 300 {
+			t.Fatalf("the job did not finish in 300 invocations: %+v", outcomes[len(outcomes)-1])
 		}
 		deps := job.Deps{
 			Rest: c.RestConfig(functionUser), KMS: kmsClient, Trail: trail, AuditRole: kmsstack.PluginRole,
@@ -182,6 +185,9 @@ func TestJobFinishesAcrossShortDeadlines(t *testing.T) {
 		}
 		if out.Checkpoint == nil {
 			t.Fatalf("invocation %d: partial without a checkpoint", i)
+		}
+		if out.Stalled > 0 {
+			t.Fatalf("invocation %d made no progress: %s", i, out.NoProgress)
 		}
 	}
 	stopWriters()

@@ -272,6 +272,9 @@ func cliPrivilege(t *testing.T, h *hygiene) []privilegeRow {
 		"rekey.yaml ClusterRole/rekey-metrics: get /metrics": {"fallback", cli.ExitOK, []string{`"kind":"canary"`, `"direct":true`}},
 		// Without create the gate cannot record canaries for the next rotation, and says so.
 		"rekey.yaml Role/rekey-system/rekey-adoption: create secrets": {"fallback", cli.ExitOK, []string{"canaries not recorded", `cannot create resource \"secrets\"`}},
+		// Without the identity Leases the number of API server replicas is not known: the
+		// convergence pass cannot show it covered them all, and without etcd nothing else proves.
+		"rekey.yaml Role/kube-system/rekey-replicas: list leases.coordination.k8s.io": {"required", cli.ExitFailed, []string{"may not list Leases in kube-system"}},
 	}
 	defer unusedExpectations(t, want, cliRBACFile)
 	var rows []privilegeRow
@@ -332,19 +335,20 @@ func functionPrivilege(t *testing.T, h *hygiene) []privilegeRow {
 		return []string{fmt.Sprintf(`\"%s\" on %s in namespace %s`, verb, resource, "rekey-system")}
 	}
 	want := map[string]necessity{
-		"rekey-function.yaml ClusterRole/rekey-function: list secrets":                            {"required", 0, []string{"list secrets (all namespaces)"}},
-		"rekey-function.yaml ClusterRole/rekey-function: get secrets":                             {"required", 0, []string{"get secrets (all namespaces)"}},
-		"rekey-function.yaml ClusterRole/rekey-function: patch secrets":                           {"required", 0, []string{"patch secrets (all namespaces)"}},
-		"rekey-function.yaml ClusterRole/rekey-function: get /readyz/kms-providers":               {"required", 0, []string{"/readyz/kms-providers", "cannot get path"}},
-		"rekey-function.yaml ClusterRole/rekey-function: get /metrics":                            {"fallback", 0, []string{`"kind":"canary"`}},
-		"rekey-function.yaml Role/rekey-system/rekey-function: get configmaps":                    {"required", 0, state("get", "configmaps")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: create configmaps":                 {"required", 0, state("create", "configmaps")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: update configmaps":                 {"required", 0, state("update", "configmaps")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: delete configmaps":                 {"required", 0, state("delete", "configmaps")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: get leases.coordination.k8s.io":    {"required", 0, state("get", "leases.coordination.k8s.io")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: create leases.coordination.k8s.io": {"required", 0, state("create", "leases.coordination.k8s.io")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: update leases.coordination.k8s.io": {"required", 0, state("update", "leases.coordination.k8s.io")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: create secrets":                    {"fallback", 0, []string{"canaries not recorded", `cannot create resource \"secrets\"`}},
+		"rekey-function.yaml ClusterRole/rekey-function: list secrets":                                  {"required", 0, []string{"list secrets (all namespaces)"}},
+		"rekey-function.yaml ClusterRole/rekey-function: get secrets":                                   {"required", 0, []string{"get secrets (all namespaces)"}},
+		"rekey-function.yaml ClusterRole/rekey-function: patch secrets":                                 {"required", 0, []string{"patch secrets (all namespaces)"}},
+		"rekey-function.yaml ClusterRole/rekey-function: get /readyz/kms-providers":                     {"required", 0, []string{"/readyz/kms-providers", "cannot get path"}},
+		"rekey-function.yaml ClusterRole/rekey-function: get /metrics":                                  {"fallback", 0, []string{`"kind":"canary"`}},
+		"rekey-function.yaml Role/rekey-system/rekey-function: get configmaps":                          {"required", 0, state("get", "configmaps")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: create configmaps":                       {"required", 0, state("create", "configmaps")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: update configmaps":                       {"required", 0, state("update", "configmaps")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: delete configmaps":                       {"required", 0, state("delete", "configmaps")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: get leases.coordination.k8s.io":          {"required", 0, state("get", "leases.coordination.k8s.io")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: create leases.coordination.k8s.io":       {"required", 0, state("create", "leases.coordination.k8s.io")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: update leases.coordination.k8s.io":       {"required", 0, state("update", "leases.coordination.k8s.io")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: create secrets":                          {"fallback", 0, []string{"canaries not recorded", `cannot create resource \"secrets\"`}},
+		"rekey-function.yaml Role/kube-system/rekey-function-replicas: list leases.coordination.k8s.io": {"required", 0, []string{"may not list Leases in kube-system"}},
 	}
 	defer unusedExpectations(t, want, functionRBACFile)
 	cases := rbacCases(t, functionRBACFile)

@@ -9,14 +9,16 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/rekey-dev/rekey/infra/local/controlplane"
+	"github.com/rekey-dev/rekey/infra/local/twin"
 	"github.com/rekey-dev/rekey/shared/state"
 )
 
 // functionRBAC is the RBAC shipped for the FC functions.
 const functionRBAC = "../../infra/rbac/rekey-function.yaml"
 
-// functionUser is the subject functionRBAC binds.
-const functionUser = "rekey-function"
+// functionUser is the subject functionRBAC binds (its RAM role ID placeholder filled in): a numeric
+// RAM role ID, as ACK names the functions' identity.
+const functionUser = twin.FunctionUser
 
 // applyFunctionRBAC applies every object of infra/rbac/rekey-function.yaml as the admin.
 func applyFunctionRBAC(t *testing.T, c *controlplane.Cluster) {

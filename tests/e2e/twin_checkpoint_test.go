@@ -17,8 +17,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rekey-dev/rekey/infra/local/twin"
+	"github.com/rekey-dev/rekey/shared/adoption"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
 	"github.com/rekey-dev/rekey/shared/state"
+	"github.com/rekey-dev/rekey/shared/storagemode"
+	"github.com/rekey-dev/rekey/shared/verify"
 )
 
 // TestTwinShortTimeoutResumesFromCheckpoints gives the off-peak function a 5 s Function Compute
@@ -179,11 +182,17 @@ func TestTwinShortTimeoutResumesFromCheckpoints(t *testing.T) {
 	}
 }
 
-// jobInfo is the part of a job's detail (shared/job.Outcome) the test reads.
+// jobInfo is the part of a job's detail (shared/job.Outcome) the tests read.
 type jobInfo struct {
-	Phase      state.Phase        `json:"phase"`
-	Summary    *reencrypt.Summary `json:"summary"`
-	Checkpoint *state.Checkpoint  `json:"checkpoint"`
+	Status      string               `json:"status"`
+	Reason      string               `json:"reason"`
+	Phase       state.Phase          `json:"phase"`
+	Summary     *reencrypt.Summary   `json:"summary"`
+	Convergence *reencrypt.Summary   `json:"convergence"`
+	Checkpoint  *state.Checkpoint    `json:"checkpoint"`
+	Adoption    *adoption.Evidence   `json:"adoption"`
+	Verdict     *storagemode.Verdict `json:"verdict"`
+	Verify      *verify.Report       `json:"verify"`
 }
 
 func jobDetail(t *testing.T, detail any) jobInfo {

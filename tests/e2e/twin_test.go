@@ -425,7 +425,8 @@ func requireOnlyShippedBindings(t *testing.T, tw *twin.Twin) {
 		}
 	}
 	slices.Sort(bound)
-	want := []string{"ClusterRoleBinding rekey-function -> rekey-function", "RoleBinding rekey-system/rekey-function -> rekey-function"}
+	want := []string{"ClusterRoleBinding rekey-function -> rekey-function", "RoleBinding kube-system/rekey-function-replicas -> rekey-function-replicas",
+		"RoleBinding rekey-system/rekey-function -> rekey-function"}
 	if !slices.Equal(bound, want) {
 		t.Fatalf("bindings of %s: %v, want exactly %v", twin.FunctionUser, bound, want)
 	}

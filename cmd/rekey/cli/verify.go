@@ -22,6 +22,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/cluster"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
+	"github.com/rekey-dev/rekey/shared/replicas"
 	"github.com/rekey-dev/rekey/shared/verify"
 )
 
@@ -59,8 +60,13 @@ const verifyLong = `verify checks the envelope layer by layer and prints one PAS
 --layers lists the layers to run; by default every layer whose inputs are given runs (convergence
 only with --convergence, audit unless --audit=false), and the report names them. A layer listed
 without its input is a usage error. PASS needs no layer to FAIL and at least one of storage,
-convergence or audit to PASS: kms and apiserver alone prove nothing about what is stored, and an
-audit window without events is a WARN (ActionTrail delivers events minutes late).
+convergence to PASS: kms and apiserver alone prove nothing about what is stored, and audit
+corroborates (the API server's KMS identity used the primary version) but never proves that every
+stored object was rewritten. A convergence pass PASSes only when it listed objects, changed none,
+and every API server replica (counted from their identity Leases in kube-system) served part of it.
+A layer that could not check (throttled, timed out, unreachable) is UNKNOWN, and so is the report
+when nothing FAILs: check again later. An audit window without events is a WARN (ActionTrail
+delivers events minutes late).
 
 Resources are "name" or "name.group" (deployments.apps); with a kubeconfig they are resolved
 through discovery, and each is read from where the API server stores it under --etcd-prefix
@@ -248,7 +254,15 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("metadata client: %w", err)
 		}
-		if in.Convergence, err = reencrypt.New(meta, reencrypt.Options{Targets: targets, Strategy: reencrypt.Rewrite}); err != nil {
+		// The pass is spread over every API server replica (one connection each): the layer
+		// PASSes only when every replica served part of it.
+		set, err := replicas.Discover(ctx, cfg, replicas.Options{})
+		if err != nil {
+			return err
+		}
+		defer set.Close()
+		in.Replicas = set
+		if in.Convergence, err = reencrypt.New(meta, reencrypt.Options{Targets: targets, Strategy: reencrypt.Rewrite, Routes: set.Routes()}); err != nil {
 			return &usageError{err}
 		}
 	}
@@ -284,7 +298,7 @@ func runVerify(ctx context.Context, f *verifyFlags, stdout io.Writer) error {
 	} else if err := r.WriteText(stdout); err != nil {
 		return err
 	}
-	if r.Verdict == verify.Fail {
+	if r.Verdict != verify.Pass { // FAIL, or UNKNOWN: a check could not be made
 		return &exitError{code: ExitFailed}
 	}
 	return nil

@@ -11,7 +11,7 @@ import (
 // Binary file names, keyed by version, as infra/local/tools/build.sh writes them.
 const (
 	EtcdBinary          = "etcd-v3.7.3"
-	KubeAPIServerBinary = "kube-apiserver-v1.37.2-rekey2"
+	KubeAPIServerBinary = "kube-apiserver-v1.37.2-rekey3"
 )
 
 // binDir returns where the binaries are: opts.BinDir, else $REKEY_BIN_DIR, else

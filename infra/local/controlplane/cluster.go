@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rekey-dev/rekey/infra/local/lb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"k8s.io/client-go/rest"
@@ -49,21 +50,33 @@ type User struct {
 	Groups []string
 }
 
-// Options configures Start. The zero value starts a cluster without encryption at rest in a
-// new temporary directory.
+// Options configures Start. The zero value starts a cluster with one kube-apiserver and without
+// encryption at rest in a new temporary directory.
 type Options struct {
 	// BinDir holds EtcdBinary and KubeAPIServerBinary. Empty: $REKEY_BIN_DIR, else
 	// ${REKEY_CACHE:-$HOME/.cache/rekey}/bin.
 	BinDir string
 	// Encryption is written as the API server's encryption config (with automatic reload).
 	// nil: the API server runs without --encryption-provider-config and SetEncryption fails.
+	// With several replicas every replica gets its own copy, unless ReplicaEncryption is set.
 	Encryption *Encryption
+	// Replicas is how many kube-apiservers run on the one etcd. 0 or 1: one, and Cluster.Server
+	// is its own URL. More: an "ACK-shaped" control plane; each replica has its own secure port,
+	// cert dir, encryption config file, log ("kube-apiserver-I: " or kube-apiserver-I.log) and
+	// host name (ReplicaHostname(I), so a distinct APIServerID), and Cluster.Server is a TCP load
+	// balancer (package lb) that pins each new connection to the next replica in rotation. See
+	// Cluster.Replicas, Cluster.LB, StopReplica and StartReplica.
+	Replicas int
+	// ReplicaEncryption, when set, returns replica i's encryption config instead of Encryption
+	// (nil: replica i runs without --encryption-provider-config), so replicas can disagree.
+	ReplicaEncryption func(i int) *Encryption
 	// Users are token users in addition to AdminUser. Names must be unique and not "admin".
 	Users []User
 	// ExtraAPIServerFlags are appended to kube-apiserver's command line ("--flag=value").
 	ExtraAPIServerFlags []string
 	// Log receives etcd and kube-apiserver output, each line prefixed with "etcd: " or
-	// "kube-apiserver: ". nil: etcd.log and kube-apiserver.log in Dir.
+	// "kube-apiserver: " ("kube-apiserver-I: " with several replicas). nil: etcd.log and
+	// kube-apiserver.log (kube-apiserver-I.log) in Dir.
 	Log io.Writer
 	// Dir is the working directory (certificates, tokens, encryption config, etcd data). Empty:
 	// a new temporary directory that Stop removes. A given Dir is created if needed and kept;
@@ -78,12 +91,13 @@ type Options struct {
 	pickPorts func(n int) ([]int, error)
 }
 
-// Cluster is a running etcd and kube-apiserver on loopback. Its methods are safe for
-// concurrent use; its fields must not be modified.
+// Cluster is a running etcd and kube-apiserver (or several, see Options.Replicas) on loopback.
+// Its methods are safe for concurrent use; its fields must not be modified.
 type Cluster struct {
 	// Dir is the working directory.
 	Dir string
-	// Server is the API server URL, https://127.0.0.1:PORT.
+	// Server is the API server URL, https://127.0.0.1:PORT: the API server itself, or with
+	// several replicas the load balancer in front of them.
 	Server string
 	// CAData is the PEM of the CA that signed the API server's serving certificate.
 	CAData []byte
@@ -93,23 +107,22 @@ type Cluster struct {
 	EtcdEndpoint string
 	// Etcd is a client of EtcdEndpoint, for reading raw stored values. Stop closes it.
 	Etcd *clientv3.Client
-	// EncryptionConfigFile is the path of the encryption config, "" without one.
+	// EncryptionConfigFile is the path of the encryption config, "" without one. With several
+	// replicas it is replica 0's file (each replica has its own: Replica.EncryptionConfigFile).
 	EncryptionConfigFile string
 
-	tokens        map[string]string // user name -> token
-	removeDir     bool
-	apiserverBin  string
-	apiserverArgs []string
-	apiserverEnv  []string
-	httpClient    *http.Client // verifies with CAData; used for readiness checks
-	logs          []io.Closer
-	etcdLog       *procLog
-	apiserverLog  *procLog
+	tokens       map[string]string // user name -> token
+	removeDir    bool
+	apiserverBin string
+	httpClient   *http.Client // verifies with CAData; used for readiness checks
+	logs         []io.Closer
+	etcdLog      *procLog
+	replicas     []*replica // one per kube-apiserver; the slice and the facts in it are fixed
+	lb           *lb.LB     // nil with one replica
 
-	mu        sync.Mutex // guards the fields below and the encryption config file
-	etcd      *process
-	apiserver *process
-	stopped   bool
+	mu      sync.Mutex // guards the fields below, every replica's proc and the encryption config files
+	etcd    *process
+	stopped bool
 
 	stopOnce sync.Once
 	stopErr  error
@@ -118,17 +131,19 @@ type Cluster struct {
 // startConfig is what Start validated and generated once, shared by both attempts.
 type startConfig struct {
 	opts         Options
+	replicas     int
 	etcdBin      string
 	apiserverBin string
 	tokens       map[string]string
 	tokensCSV    []byte
-	encryption   []byte // rendered config; nil without one
+	encryption   [][]byte // rendered config per replica; nil without one
 }
 
-// Start writes the cluster's files, starts etcd and then kube-apiserver and returns once the
-// API server's /readyz answers 200 to the admin and namespace "default" exists. ctx bounds
-// the start-up only; the processes run until Stop. A port taken by someone else between
-// choosing it and binding it makes Start try once more with new ports.
+// Start writes the cluster's files, starts etcd and then kube-apiserver (every replica) and
+// returns once each API server's /readyz answers 200 to the admin and namespace "default"
+// exists (with several replicas, then the load balancer too). ctx bounds the start-up only; the
+// processes run until Stop. A port taken by someone else between choosing it and binding it
+// makes Start try once more with new ports.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	cfg, err := prepare(opts)
 	if err != nil {
@@ -150,7 +165,10 @@ func prepare(opts Options) (*startConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := &startConfig{opts: opts, tokens: map[string]string{}}
+	cfg := &startConfig{opts: opts, replicas: max(opts.Replicas, 1), tokens: map[string]string{}}
+	if opts.Replicas < 0 {
+		return nil, fmt.Errorf("replicas: %d is negative", opts.Replicas)
+	}
 	if cfg.etcdBin, err = findBinary(dir, EtcdBinary); err != nil {
 		return nil, err
 	}
@@ -197,8 +215,19 @@ func prepare(opts Options) (*startConfig, error) {
 	}
 	cfg.tokensCSV = csv.Bytes()
 
-	if opts.Encryption != nil {
-		if cfg.encryption, err = encryptionConfigYAML(*opts.Encryption); err != nil {
+	cfg.encryption = make([][]byte, cfg.replicas)
+	for i := range cfg.replicas {
+		e := opts.Encryption
+		if opts.ReplicaEncryption != nil {
+			e = opts.ReplicaEncryption(i)
+		}
+		if e == nil {
+			continue
+		}
+		if cfg.encryption[i], err = encryptionConfigYAML(*e); err != nil {
+			if cfg.replicas > 1 {
+				return nil, fmt.Errorf("replica %d: %w", i, err)
+			}
 			return nil, err
 		}
 	}
@@ -249,11 +278,20 @@ func startOnce(ctx context.Context, cfg *startConfig) (_ *Cluster, err error) {
 	if err := os.WriteFile(tokensFile, cfg.tokensCSV, 0o600); err != nil {
 		return nil, fmt.Errorf("write tokens.csv: %w", err)
 	}
-	if cfg.encryption != nil {
-		c.EncryptionConfigFile = filepath.Join(c.Dir, "encryption-config.yaml")
-		if err := writeFileAtomic(c.EncryptionConfigFile, cfg.encryption); err != nil {
+	if c.replicas, err = newReplicas(c.Dir, cfg.replicas); err != nil {
+		return nil, err
+	}
+	for i, r := range c.replicas {
+		if cfg.encryption[i] == nil {
+			continue
+		}
+		if err := writeFileAtomic(r.encryptionFile, cfg.encryption[i]); err != nil {
 			return nil, err
 		}
+		r.encrypted = true
+	}
+	if c.replicas[0].encrypted {
+		c.EncryptionConfigFile = c.replicas[0].encryptionFile
 	}
 	if err := c.openLogs(cfg.opts.Log); err != nil {
 		return nil, err
@@ -263,14 +301,18 @@ func startOnce(ctx context.Context, cfg *startConfig) (_ *Cluster, err error) {
 	if pick == nil {
 		pick = freePorts
 	}
-	ports, err := pick(3)
+	ports, err := pick(2 + len(c.replicas))
 	if err != nil {
 		return nil, err
 	}
 	etcdClientURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	etcdPeerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 	c.EtcdEndpoint = etcdClientURL
-	c.Server = "https://127.0.0.1:" + strconv.Itoa(ports[2])
+	for i, r := range c.replicas {
+		r.port = ports[2+i]
+		r.server = "https://127.0.0.1:" + strconv.Itoa(r.port)
+	}
+	c.Server = c.replicas[0].server
 
 	etcdData := filepath.Join(c.Dir, "etcd")
 	if _, statErr := os.Stat(etcdData); errors.Is(statErr, os.ErrNotExist) && !c.removeDir {
@@ -300,36 +342,68 @@ func startOnce(ctx context.Context, cfg *startConfig) (_ *Cluster, err error) {
 		return nil, err
 	}
 
-	c.apiserverArgs = []string{
-		"--etcd-servers=" + etcdClientURL,
-		"--secure-port=" + strconv.Itoa(ports[2]),
-		"--bind-address=127.0.0.1",
-		"--cert-dir=" + filepath.Join(c.Dir, "apiserver-certs"),
-		"--tls-cert-file=" + pki.servingCrt,
-		"--tls-private-key-file=" + pki.servingKey,
-		"--token-auth-file=" + tokensFile,
-		"--authorization-mode=RBAC",
-		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file=" + pki.saPub,
-		"--service-account-signing-key-file=" + pki.saKey,
-		"--service-cluster-ip-range=10.0.0.0/24",
-		"--disable-admission-plugins=ServiceAccount",
-	}
-	if c.EncryptionConfigFile != "" {
-		c.apiserverArgs = append(c.apiserverArgs,
-			"--encryption-provider-config="+c.EncryptionConfigFile,
-			"--encryption-provider-config-automatic-reload=true",
-		)
-	}
-	c.apiserverArgs = append(c.apiserverArgs, cfg.opts.ExtraAPIServerFlags...)
 	reload := cfg.opts.EncryptionReloadInterval
 	if reload <= 0 {
 		reload = time.Second
 	}
-	c.apiserverEnv = []string{"REKEY_ENCRYPTION_RELOAD_INTERVAL=" + reload.String()}
+	for _, r := range c.replicas {
+		r.args = []string{
+			"--etcd-servers=" + etcdClientURL,
+			"--secure-port=" + strconv.Itoa(r.port),
+			"--bind-address=127.0.0.1",
+			"--cert-dir=" + r.certDir,
+			"--tls-cert-file=" + pki.servingCrt,
+			"--tls-private-key-file=" + pki.servingKey,
+			"--token-auth-file=" + tokensFile,
+			"--authorization-mode=RBAC",
+			"--service-account-issuer=https://kubernetes.default.svc",
+			"--service-account-key-file=" + pki.saPub,
+			"--service-account-signing-key-file=" + pki.saKey,
+			"--service-cluster-ip-range=10.0.0.0/24",
+			"--disable-admission-plugins=ServiceAccount",
+		}
+		if r.hasEncryption() {
+			r.args = append(r.args,
+				"--encryption-provider-config="+r.encryptionFile,
+				"--encryption-provider-config-automatic-reload=true",
+			)
+		}
+		r.args = append(r.args, cfg.opts.ExtraAPIServerFlags...)
+		r.env = []string{"REKEY_ENCRYPTION_RELOAD_INTERVAL=" + reload.String()}
+		if len(c.replicas) > 1 {
+			r.env = append(r.env, "REKEY_APISERVER_HOSTNAME="+r.hostname)
+		}
+	}
+
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c, c.startAPIServer(ctx)
+	// All replicas boot at once (they share the bootstrap work through etcd), then each must
+	// become ready on its own port.
+	for _, r := range c.replicas {
+		if err := c.startReplicaProcess(r); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range c.replicas {
+		if err := c.waitReplica(ctx, r, readyPaths...); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.replicas) > 1 {
+		backends := make([]string, len(c.replicas))
+		for i, r := range c.replicas {
+			backends[i] = "127.0.0.1:" + strconv.Itoa(r.port)
+		}
+		if c.lb, err = lb.New("127.0.0.1:0", backends); err != nil {
+			return nil, err
+		}
+		c.Server = "https://" + c.lb.Addr()
+		if code, body, err := c.get(ctx, c.Server, "/readyz"); err != nil || code != http.StatusOK {
+			return nil, fmt.Errorf("kube-apiserver through the load balancer %s: GET /readyz: HTTP %d %q, %v", c.Server, code, body, err)
+		}
+		c.httpClient.CloseIdleConnections()
+	}
+	return c, nil
 }
 
 // openLogs sets up where process output goes: prefixed lines into w, or one file per process.
@@ -337,13 +411,22 @@ func (c *Cluster) openLogs(w io.Writer) error {
 	if w != nil {
 		mu := &sync.Mutex{}
 		c.etcdLog = newProcLog("etcd: ", w, mu)
-		c.apiserverLog = newProcLog("kube-apiserver: ", w, mu)
+		for _, r := range c.replicas {
+			r.log = newProcLog(r.name+": ", w, mu)
+		}
 		return nil
 	}
-	for _, l := range []struct {
+	logs := []struct {
 		log  **procLog
 		file string
-	}{{&c.etcdLog, "etcd.log"}, {&c.apiserverLog, "kube-apiserver.log"}} {
+	}{{&c.etcdLog, "etcd.log"}}
+	for _, r := range c.replicas {
+		logs = append(logs, struct {
+			log  **procLog
+			file string
+		}{&r.log, r.name + ".log"})
+	}
+	for _, l := range logs {
 		f, err := openLogFile(filepath.Join(c.Dir, l.file))
 		if err != nil {
 			return err
@@ -372,20 +455,28 @@ func (c *Cluster) waitEtcd(ctx context.Context) error {
 	}
 }
 
-// startAPIServer starts kube-apiserver with c.apiserverArgs and waits until it is ready and
-// namespace "default" exists. c.mu is held.
-func (c *Cluster) startAPIServer(ctx context.Context) error {
-	p, err := startProcess("kube-apiserver", c.apiserverBin, c.apiserverArgs, c.apiserverEnv, c.Dir, c.apiserverLog)
+// readyPaths are what a started API server must answer 200 to before it counts as ready.
+var readyPaths = []string{"/readyz", "/api/v1/namespaces/default"}
+
+// startReplicaProcess starts r's kube-apiserver with its flags and environment. c.mu is held.
+func (c *Cluster) startReplicaProcess(r *replica) error {
+	p, err := startProcess(r.name, c.apiserverBin, r.args, r.env, c.Dir, r.log)
 	if err != nil {
 		return err
 	}
-	c.apiserver = p
+	r.proc = p
+	return nil
+}
+
+// waitReplica polls admin GETs of paths, in order, on r's own URL until each answers 200, r's
+// process exits or ctx (bounded by apiserverReadyTimeout) ends. c.mu is held.
+func (c *Cluster) waitReplica(ctx context.Context, r *replica, paths ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, apiserverReadyTimeout)
 	defer cancel()
 	last := "no answer yet"
-	for _, path := range []string{"/readyz", "/api/v1/namespaces/default"} {
+	for _, path := range paths {
 		for {
-			code, body, err := c.get(ctx, path)
+			code, body, err := c.get(ctx, r.server, path)
 			if err == nil && code == http.StatusOK {
 				break
 			}
@@ -394,8 +485,8 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 			} else {
 				last = fmt.Sprintf("HTTP %d: %s", code, strings.TrimSpace(body))
 			}
-			if err := c.sleepOrFail(ctx, p); err != nil {
-				return fmt.Errorf("wait for kube-apiserver GET %s%s: %w (last answer: %s)\n%s", c.Server, path, err, last, c.apiserverLog.tailText(30))
+			if err := c.sleepOrFail(ctx, r.proc); err != nil {
+				return fmt.Errorf("wait for %s GET %s%s: %w (last answer: %s)\n%s", r.name, r.server, path, err, last, r.log.tailText(30))
 			}
 		}
 	}
@@ -403,9 +494,31 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	return nil
 }
 
-// get sends an admin GET to the API server and returns the status code and (truncated) body.
-func (c *Cluster) get(ctx context.Context, path string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Server+path, nil)
+// startReplica starts r's kube-apiserver and waits until it answers 200 to paths. With a load
+// balancer, r is out of rotation while it starts and back in once it answers. c.mu is held.
+func (c *Cluster) startReplica(ctx context.Context, r *replica, paths ...string) error {
+	c.setDown(r, true)
+	if err := c.startReplicaProcess(r); err != nil {
+		return err
+	}
+	if err := c.waitReplica(ctx, r, paths...); err != nil {
+		return err
+	}
+	c.setDown(r, false)
+	return nil
+}
+
+// setDown takes r out of the load balancer's rotation or puts it back; a no-op with one
+// replica. c.mu is held.
+func (c *Cluster) setDown(r *replica, down bool) {
+	if c.lb != nil {
+		_ = c.lb.SetDown(r.index, down) // r.index is a backend of c.lb by construction
+	}
+}
+
+// get sends an admin GET to base+path and returns the status code and (truncated) body.
+func (c *Cluster) get(ctx context.Context, base, path string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return 0, "", err
 	}
@@ -440,33 +553,50 @@ func (c *Cluster) sleepOrFail(ctx context.Context, p *process) error {
 // RestartAPIServer stops kube-apiserver and starts it again with the same flags and the current
 // encryption config file, keeping etcd and its data. It returns once the new API server is
 // ready: a way to apply SetEncryption in seconds rather than waiting for the automatic reload.
+// With several replicas it restarts every replica, one after the other (those stopped or killed
+// before are started too): each leaves the load balancer's rotation, stops, starts and comes
+// back once ready, so clients of Server always find a ready replica to connect to (connections
+// pinned to a restarting replica are cut).
 func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stopped || c.apiserver == nil {
+	if c.stopped || len(c.replicas) == 0 || c.replicas[0].proc == nil {
 		return errors.New("restart kube-apiserver: cluster is stopped")
 	}
-	if err := c.apiserver.stop(); err != nil {
-		return fmt.Errorf("restart kube-apiserver: %w", err)
-	}
-	if err := c.startAPIServer(ctx); err != nil {
-		return fmt.Errorf("restart kube-apiserver: %w", err)
+	for _, r := range c.replicas {
+		c.setDown(r, true)
+		if err := r.proc.stop(); err != nil {
+			return fmt.Errorf("restart %s: %w", r.name, err)
+		}
+		if err := c.startReplica(ctx, r, readyPaths...); err != nil {
+			return fmt.Errorf("restart %s: %w", r.name, err)
+		}
 	}
 	return nil
 }
 
-// Stop stops kube-apiserver, closes the etcd client, stops etcd and removes Dir if Start
-// created it. Each process gets SIGTERM, then SIGKILL after 10 s. Stop is idempotent; it
-// reports a process that had exited on its own before Stop as an error.
+// Stop stops kube-apiserver (every replica, after the load balancer), closes the etcd client,
+// stops etcd and removes Dir if Start created it. Each process gets SIGTERM, then SIGKILL after
+// 10 s. Stop is idempotent; it reports a process that had exited on its own before Stop as an
+// error.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.stopped = true
 		var errs []error
-		if c.apiserver != nil {
-			errs = append(errs, c.apiserver.stop())
+		if c.lb != nil {
+			errs = append(errs, c.lb.Close())
 		}
+		var wg sync.WaitGroup
+		replicaErrs := make([]error, len(c.replicas))
+		for i, r := range c.replicas {
+			if r.proc != nil {
+				wg.Go(func() { replicaErrs[i] = r.proc.stop() })
+			}
+		}
+		wg.Wait()
+		errs = append(errs, replicaErrs...)
 		if c.Etcd != nil {
 			if err := c.Etcd.Close(); err != nil && !errors.Is(err, context.Canceled) {
 				errs = append(errs, fmt.Errorf("close etcd client: %w", err))

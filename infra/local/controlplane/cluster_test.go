@@ -43,6 +43,21 @@ func TestCluster(t *testing.T) {
 		t.Errorf("encryption config %s: mode %v, error %v; want 0600", c.EncryptionConfigFile, info.Mode(), err)
 	}
 
+	// One replica: no load balancer, Server is the API server, its identity is the host's.
+	reps := c.Replicas()
+	host, _ := os.Hostname()
+	if len(reps) != 1 || c.LB() != nil || reps[0].Server != c.Server || reps[0].Hostname != host ||
+		reps[0].EncryptionConfigFile != c.EncryptionConfigFile || reps[0].PID != c.APIServerPID() || reps[0].PID == 0 {
+		t.Errorf("one replica: %+v, LB %v, server %s", reps, c.LB(), c.Server)
+	} else {
+		if got, err := metricsIDHashes(ctx, c, c.Server); err != nil || !slices.Equal(got, []string{reps[0].APIServerIDHash}) {
+			t.Errorf("/metrics apiserver_id_hash = %v (%v), want [%s]", got, err, reps[0].APIServerIDHash)
+		}
+		if got := leaseNames(waitIdentityLeases(ctx, t, admin, []string{reps[0].APIServerID})); !slices.Equal(got, []string{reps[0].APIServerID}) {
+			t.Errorf("identity leases %v, want [%s]", got, reps[0].APIServerID)
+		}
+	}
+
 	// A Secret written now is stored under key1.
 	data := map[string][]byte{"password": []byte("s3cr3t")}
 	if _, err := secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "before"}, Data: data}, metav1.CreateOptions{}); err != nil {
@@ -131,7 +146,7 @@ func TestCluster(t *testing.T) {
 	}
 
 	// Stop leaves no process and no directory, and can be called again.
-	pids := []int{c.etcd.pid(), c.apiserver.pid()}
+	pids := []int{c.etcd.pid(), c.replicas[0].proc.pid()}
 	if _, err := os.Stat(filepath.Join(c.Dir, "kube-apiserver.log")); err != nil {
 		t.Errorf("kube-apiserver log: %v", err)
 	}

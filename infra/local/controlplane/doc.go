@@ -15,6 +15,16 @@
 // writes with the new configuration. kube-apiserver v1.37 checks the file about once a minute,
 // so a reload takes up to about 60 s; RestartAPIServer applies a new file in seconds instead.
 //
+// Options.Replicas > 1 starts an "ACK-shaped" control plane instead: several kube-apiservers on
+// the one etcd, each with its own port, encryption config file (Options.ReplicaEncryption can make
+// them differ) and identity (distinct host names through the REKEY_APISERVER_HOSTNAME knob of the
+// harness's kube-apiserver build, so distinct identity Leases and apiserver_id_hash metric
+// labels), behind a TCP load balancer (package lb) that pins each new connection to the next
+// replica, as a cloud load balancer in front of a managed control plane does. Server is then the
+// load balancer; Replicas describes each replica (its own URL, identity, PID); StopReplica,
+// KillReplica and StartReplica take one out and bring it back; the methods that act on "the" API
+// server act on every replica and say so.
+//
 // Binaries are looked up in Options.BinDir, else $REKEY_BIN_DIR, else
 // ${REKEY_CACHE:-$HOME/.cache/rekey}/bin. A missing binary is an error, never a skip.
 //

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -14,55 +12,87 @@ import (
 // production (SIGKILL, no clean shutdown) and come back with the same flags, ports and data.
 
 // KillAPIServer kills kube-apiserver with SIGKILL (no graceful shutdown: requests in flight get a
-// reset connection) and waits until it has been reaped. StartAPIServer brings it back.
+// reset connection) and waits until it has been reaped. StartAPIServer brings it back. With
+// several replicas it kills every running replica (and fails when none is running); the load
+// balancer is not told (see KillReplica).
 func (c *Cluster) KillAPIServer() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.kill(c.apiserver); err != nil {
-		return fmt.Errorf("kill kube-apiserver: %w", err)
+	if c.stopped || len(c.replicas) == 0 {
+		return errors.New("kill kube-apiserver: cluster is stopped")
+	}
+	killed := 0
+	for _, r := range c.replicas {
+		if len(c.replicas) > 1 && !r.running() {
+			continue
+		}
+		if err := c.kill(r.proc); err != nil {
+			return fmt.Errorf("kill %s: %w", r.name, err)
+		}
+		killed++
+	}
+	if killed == 0 {
+		return errors.New("kill kube-apiserver: no replica is running")
 	}
 	return nil
 }
 
 // StartAPIServer starts kube-apiserver again, with the same flags, port and encryption config,
 // after KillAPIServer, and returns once it is ready (/readyz answers 200 and namespace "default"
-// exists).
+// exists). With several replicas it starts every replica that is not running (all at once, each
+// out of the load balancer's rotation until it is ready) and fails when every replica runs.
 func (c *Cluster) StartAPIServer(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.canStart(c.apiserver); err != nil {
-		return fmt.Errorf("start kube-apiserver: %w", err)
-	}
-	if err := c.startAPIServer(ctx); err != nil {
-		return fmt.Errorf("start kube-apiserver: %w", err)
-	}
-	return nil
+	return c.startStopped(ctx, readyPaths...)
 }
 
 // StartAPIServerLive starts kube-apiserver again like StartAPIServer but returns as soon as it
 // serves unencrypted resources (GET namespace "default" answers 200), without waiting for
 // /readyz or /livez: an API server whose KMS is unreachable serves requests (and answers 500 to
 // those that need KMS) but is neither ready nor live (its storage-readiness hook waits for the
-// Secrets cache, which cannot decrypt).
+// Secrets cache, which cannot decrypt). With several replicas it acts on every replica that is
+// not running, like StartAPIServer; each rejoins the load balancer's rotation once it serves.
 func (c *Cluster) StartAPIServerLive(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.canStart(c.apiserver); err != nil {
-		return fmt.Errorf("start kube-apiserver: %w", err)
+	return c.startStopped(ctx, "/api/v1/namespaces/default")
+}
+
+// startStopped starts the API server (with several replicas, every replica that is not running)
+// and waits until each answers 200 to paths. c.mu is held.
+func (c *Cluster) startStopped(ctx context.Context, paths ...string) error {
+	if c.stopped || len(c.replicas) == 0 {
+		return errors.New("start kube-apiserver: cluster is stopped")
 	}
-	p, err := startProcess("kube-apiserver", c.apiserverBin, c.apiserverArgs, c.apiserverEnv, c.Dir, c.apiserverLog)
-	if err != nil {
-		return fmt.Errorf("start kube-apiserver: %w", err)
+	var started []*replica
+	for _, r := range c.replicas {
+		if len(c.replicas) > 1 && r.running() {
+			continue
+		}
+		if err := c.canStart(r.proc); err != nil {
+			return fmt.Errorf("start %s: %w", r.name, err)
+		}
+		c.setDown(r, true)
+		if err := c.startReplicaProcess(r); err != nil {
+			return fmt.Errorf("start %s: %w", r.name, err)
+		}
+		started = append(started, r)
 	}
-	c.apiserver = p
-	if err := c.waitHTTP(ctx, p, "/api/v1/namespaces/default"); err != nil {
-		return fmt.Errorf("start kube-apiserver: %w", err)
+	if len(started) == 0 {
+		return errors.New("start kube-apiserver: every replica is still running (kill them first)")
+	}
+	for _, r := range started {
+		if err := c.waitReplica(ctx, r, paths...); err != nil {
+			return fmt.Errorf("start %s: %w", r.name, err)
+		}
+		c.setDown(r, false)
 	}
 	return nil
 }
 
 // RestartAPIServerLive kills kube-apiserver (SIGKILL) and starts it again, waiting only until it
-// serves (see StartAPIServerLive).
+// serves (see StartAPIServerLive). With several replicas it kills and starts every replica.
 func (c *Cluster) RestartAPIServerLive(ctx context.Context) error {
 	if err := c.KillAPIServer(); err != nil {
 		return err
@@ -145,27 +175,4 @@ func (c *Cluster) canStart(p *process) error {
 		return fmt.Errorf("%s is still running (kill it first)", p.name)
 	}
 	return nil
-}
-
-// waitHTTP polls an admin GET of path until it answers 200, p exits or ctx (bounded by
-// apiserverReadyTimeout) ends.
-func (c *Cluster) waitHTTP(ctx context.Context, p *process, path string) error {
-	ctx, cancel := context.WithTimeout(ctx, apiserverReadyTimeout)
-	defer cancel()
-	last := "no answer yet"
-	for {
-		code, body, err := c.get(ctx, path)
-		if err == nil && code == http.StatusOK {
-			c.httpClient.CloseIdleConnections()
-			return nil
-		}
-		if err != nil {
-			last = err.Error()
-		} else {
-			last = fmt.Sprintf("HTTP %d: %s", code, strings.TrimSpace(body))
-		}
-		if err := c.sleepOrFail(ctx, p); err != nil {
-			return fmt.Errorf("wait for kube-apiserver GET %s%s: %w (last answer: %s)\n%s", c.Server, path, err, last, c.apiserverLog.tailText(30))
-		}
-	}
 }

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // CanaryLabel is set to "true" on the Secrets WaitEncryptionReload creates (and deletes) in
@@ -43,10 +44,21 @@ func (c *Cluster) EtcdValue(ctx context.Context, key string) ([]byte, error) {
 // SetEncryption atomically replaces the encryption config file (temporary file and rename in
 // the same directory). kube-apiserver v1.37 checks the file for changes about once a minute:
 // use WaitEncryptionReload to know when it took effect, or RestartAPIServer to apply it now.
-// It fails when the cluster was started without Options.Encryption.
+// It fails when the cluster was started without Options.Encryption. With several replicas it
+// replaces every replica's file (and fails, writing none, when a replica has none; see
+// SetReplicaEncryption for one replica).
 func (c *Cluster) SetEncryption(e Encryption) error {
-	if c.EncryptionConfigFile == "" {
+	var files []string
+	for _, r := range c.replicas {
+		if r.hasEncryption() {
+			files = append(files, r.encryptionFile)
+		}
+	}
+	if len(files) == 0 {
 		return errors.New("set encryption: the cluster was started without Options.Encryption, so kube-apiserver reads no encryption config")
+	}
+	if len(files) < len(c.replicas) {
+		return fmt.Errorf("set encryption: only %d of %d replicas were started with an encryption config (Options.ReplicaEncryption); use SetReplicaEncryption", len(files), len(c.replicas))
 	}
 	data, err := encryptionConfigYAML(e)
 	if err != nil {
@@ -54,8 +66,10 @@ func (c *Cluster) SetEncryption(e Encryption) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := writeFileAtomic(c.EncryptionConfigFile, data); err != nil {
-		return fmt.Errorf("set encryption: %w", err)
+	for _, f := range files {
+		if err := writeFileAtomic(f, data); err != nil {
+			return fmt.Errorf("set encryption: %w", err)
+		}
 	}
 	return nil
 }
@@ -64,8 +78,35 @@ func (c *Cluster) SetEncryption(e Encryption) error {
 // about once a second it creates a canary Secret (label CanaryLabel) in namespace "default" as
 // the admin, reads its raw value from etcd, deletes it and returns nil once want(raw) is true.
 // It returns an error when ctx is done first; allow more than a minute after SetEncryption.
+// With several replicas it does so through each running replica's own URL in turn and returns
+// once every one of them writes with the wanted configuration (a replica stopped meanwhile is
+// still waited for; see WaitReplicaEncryptionReload for one replica).
 func (c *Cluster) WaitEncryptionReload(ctx context.Context, want func(raw []byte) bool) error {
-	cs, err := kubernetes.NewForConfig(c.RestConfig(AdminUser))
+	if len(c.replicas) <= 1 {
+		return c.waitReload(ctx, c.RestConfig(AdminUser), want)
+	}
+	c.mu.Lock()
+	var running []int
+	for _, r := range c.replicas {
+		if r.running() {
+			running = append(running, r.index)
+		}
+	}
+	c.mu.Unlock()
+	if len(running) == 0 {
+		return errors.New("wait for encryption reload: no replica is running")
+	}
+	for _, i := range running {
+		if err := c.WaitReplicaEncryptionReload(ctx, i, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitReload is WaitEncryptionReload through the API server cfg points at.
+func (c *Cluster) waitReload(ctx context.Context, cfg *rest.Config, want func(raw []byte) bool) error {
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("wait for encryption reload: %w", err)
 	}

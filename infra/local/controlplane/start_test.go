@@ -150,6 +150,12 @@ func TestStartRetriesTakenPort(t *testing.T) {
 	if _, err := kubernetes.NewForConfigOrDie(c.RestConfig(AdminUser)).CoreV1().Namespaces().Get(t.Context(), "default", metav1.GetOptions{}); err != nil {
 		t.Errorf("get namespace default: %v", err)
 	}
+	if c.EncryptionConfigFile != "" || len(c.Replicas()) != 1 || c.Replicas()[0].EncryptionConfigFile != "" || c.LB() != nil {
+		t.Errorf("a cluster without encryption has encryption config %q, replicas %+v", c.EncryptionConfigFile, c.Replicas())
+	}
+	if err := c.SetEncryption(Encryption{Providers: []Provider{Identity()}}); err == nil || !strings.Contains(err.Error(), "without Options.Encryption") {
+		t.Errorf("SetEncryption without encryption: %v", err)
+	}
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func StartT(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("etcd output (last lines):\n%s", c.etcdLog.tailText(40))
-			t.Logf("kube-apiserver output (last lines):\n%s", c.apiserverLog.tailText(40))
+			t.Logf("%s", c.replicaLogTails(40))
 		}
 		if err := c.Stop(); err != nil {
 			t.Errorf("stop control plane: %v", err)

@@ -42,6 +42,22 @@ type Server struct {
 	recMu   sync.Mutex
 	records []Record
 	nextSeq uint64
+
+	throttled sync.Map // action -> true: answer Throttling.User (Throttle)
+}
+
+// CodeThrottlingUser is the API gateway's answer to a caller over its request quota.
+const CodeThrottlingUser = "Throttling.User"
+
+// Throttle makes every authenticated call of action (e.g. "LookupEvents") answer
+// Throttling.User with HTTP 400, as Alibaba Cloud's API gateway does for a caller over its quota,
+// until Throttle(action, false). A fault for tests of what a throttled service does to rekey.
+func (s *Server) Throttle(action string, on bool) {
+	if on {
+		s.throttled.Store(action, true)
+	} else {
+		s.throttled.Delete(action)
+	}
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -179,6 +195,9 @@ func (s *Server) handle(c *call, r *http.Request) ([]byte, *apiError) {
 		return nil, aerr
 	}
 	c.cred, c.authed = cred, true
+	if _, ok := s.throttled.Load(c.action); ok {
+		return nil, newAPIError(http.StatusBadRequest, CodeThrottlingUser, "Request was denied due to user flow control.")
+	}
 
 	var out any
 	if c.version == kmsVersion {

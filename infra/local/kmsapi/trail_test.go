@@ -3,12 +3,14 @@ package kmsapi_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	sdkerrors "github.com/aliyun/alibaba-cloud-sdk-go/sdk/errors"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/actiontrail"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/kms"
 
@@ -436,5 +438,22 @@ func TestRecordLimit(t *testing.T) {
 	}
 	if len(resp.Events) != 3 || resp.Events[0]["requestId"] != rids[7] {
 		t.Fatalf("LookupEvents over a 3-record trail: %v", resp.Events)
+	}
+}
+
+// TestThrottleAnswersLikeTheGateway: a throttled action answers Throttling.User (HTTP 400) to the
+// unmodified SDK until it is released; other actions are untouched.
+func TestThrottleAnswersLikeTheGateway(t *testing.T) {
+	e := newEnv(t, nil)
+	e.srv.Throttle("LookupEvents", true)
+	_, err := e.trailClient(t, rootCred).LookupEvents(actiontrail.CreateLookupEventsRequest())
+	var se *sdkerrors.ServerError
+	if !errors.As(err, &se) || se.ErrorCode() != kmsapi.CodeThrottlingUser || se.HttpStatus() != http.StatusBadRequest {
+		t.Fatalf("throttled LookupEvents: %v, want %s with HTTP 400", err, kmsapi.CodeThrottlingUser)
+	}
+	createKey(t, e.client(t, rootCred), nil) // other actions are untouched
+	e.srv.Throttle("LookupEvents", false)
+	if _, err := e.trailClient(t, rootCred).LookupEvents(actiontrail.CreateLookupEventsRequest()); err != nil {
+		t.Fatalf("released LookupEvents: %v", err)
 	}
 }

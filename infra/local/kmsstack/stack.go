@@ -1,19 +1,22 @@
 // Package kmsstack runs the Alibaba Cloud side of the local twin: the KMS API stand-in on a
-// loopback port (state in a file, so a restart loses no key) and rekey's KMS v2 plugin on a unix
-// socket, calling that KMS as an assumed-role identity shaped like ACK's
-// aliyuncsmanagedsecurityrole. A control plane started with Provider() really encrypts Secrets with
-// KMS key versions.
+// loopback port (state in a file, so a restart loses no key) and one or more KMS v2 plugin
+// instances, each on its own unix socket, calling that KMS as an assumed-role identity shaped like
+// ACK's aliyuncsmanagedsecurityrole. Each instance is rekey's plugin (kmsplugin.Service) wrapped in
+// an ACKPlugin, which can spell the key_id like an ACK managed plugin might (KeyIDOpaque) and adopt
+// a new key version late (AdoptAfter, FreezeStatus), as the plugins of ACK's kube-apiserver
+// replicas do. A control plane started with Provider() (or one of Providers()) really encrypts
+// Secrets with KMS key versions.
 package kmsstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,7 +28,6 @@ import (
 	"github.com/rekey-dev/rekey/infra/local/controlplane"
 	"github.com/rekey-dev/rekey/infra/local/kmsapi"
 	"github.com/rekey-dev/rekey/shared/kms"
-	"github.com/rekey-dev/rekey/shared/kmsplugin"
 	"github.com/rekey-dev/rekey/shared/storedvalue"
 )
 
@@ -42,16 +44,33 @@ const (
 type Options struct {
 	// Dir holds the KMS state file and the plugin socket (default: a new temp dir removed by Stop).
 	Dir string
-	// StatusInterval is how often the plugin refreshes the key's primary version (default 1s).
+	// StatusInterval is how often a plugin instance refreshes the key's primary version, unless
+	// its PluginOptions say otherwise (default 1s).
 	StatusInterval time.Duration
+	// Plugins lists the KMS v2 plugin instances, one per kube-apiserver (default: one instance
+	// with zero PluginOptions, rekey's plugin as is).
+	Plugins []PluginOptions
 	// Credentials are accepted by the KMS API besides the stack's own (a function's role, say).
 	Credentials []kmsapi.Credential
 	// OnRecord, when set, receives every ActionTrail record of the KMS API (kmsapi.Options.OnRecord:
 	// it must return quickly and must not call the KMS API).
 	OnRecord func(kmsapi.Record)
-	// PluginLog, when set, receives the plugin's log at debug level, one JSON line per Write, from
-	// several goroutines: it must be safe for concurrent use.
+	// PluginLog, when set, receives the plugins' log at debug level, one JSON line per Write, from
+	// several goroutines: it must be safe for concurrent use. With several instances each line
+	// carries the instance's index ("plugin_instance").
 	PluginLog io.Writer
+}
+
+// PluginOptions configure one KMS v2 plugin instance; the zero value is rekey's plugin as is.
+type PluginOptions struct {
+	// KeyIDFormat is how the instance spells the key_id (default KeyIDVersion: the version ID).
+	KeyIDFormat KeyIDFormat
+	// StatusInterval is how often the instance refreshes the key's primary version (default
+	// Options.StatusInterval).
+	StatusInterval time.Duration
+	// AdoptAfter is how long after the instance first sees a new primary version its Status keeps
+	// reporting the previous key_id (ACKPluginOptions.AdoptAfter; default 0: at once).
+	AdoptAfter time.Duration
 }
 
 // Stack is a running KMS API stand-in and KMS v2 plugin.
@@ -60,22 +79,21 @@ type Stack struct {
 	Region, AccountID, KeyID string
 	// Endpoint is the KMS API's host:port (scheme HTTP).
 	Endpoint string
-	// Socket is the plugin's unix socket path.
+	// Socket is the first plugin instance's unix socket path.
 	Socket string
 	// Admin is a root-account credential (rotate, disable, look up events).
 	Admin kms.Credentials
 	// PluginCreds is the plugin's STS credential (assumed role PluginRole).
 	PluginCreds kms.Credentials
 
-	dir, state   string
-	removeDir    bool
-	opts         Options
-	mu           sync.Mutex
-	server       *kmsapi.Server
-	httpSrv      *http.Server
-	serveDone    chan struct{}
-	pluginCancel context.CancelFunc
-	pluginDone   chan error
+	dir, state string
+	removeDir  bool
+	opts       Options
+	mu         sync.Mutex
+	server     *kmsapi.Server
+	httpSrv    *http.Server
+	serveDone  chan struct{}
+	plugins    []*pluginInstance // set by Start, never changed after
 }
 
 func credentials() (admin, plugin kmsapi.Credential) {
@@ -88,8 +106,8 @@ func credentials() (admin, plugin kmsapi.Credential) {
 	return admin, plugin
 }
 
-// Start starts the KMS API (creating the key on first start) and the plugin, and returns when the
-// plugin serves on its socket.
+// Start starts the KMS API (creating the key on first start) and the plugin instances, and returns
+// when every instance serves on its socket.
 func Start(ctx context.Context, opts Options) (*Stack, error) {
 	s := &Stack{opts: opts, dir: opts.Dir, Region: kmsapi.DefaultRegion, AccountID: kmsapi.DefaultAccountID}
 	if s.dir == "" {
@@ -102,8 +120,20 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if s.opts.StatusInterval <= 0 {
 		s.opts.StatusInterval = time.Second
 	}
+	s.opts.Plugins = slices.Clone(s.opts.Plugins)
+	if len(s.opts.Plugins) == 0 {
+		s.opts.Plugins = []PluginOptions{{}}
+	}
+	for i, po := range s.opts.Plugins {
+		if po.StatusInterval < 0 || po.AdoptAfter < 0 {
+			return nil, fmt.Errorf("kms stack: plugin instance %d: intervals must not be negative", i)
+		}
+		if po.StatusInterval == 0 {
+			s.opts.Plugins[i].StatusInterval = s.opts.StatusInterval
+		}
+	}
 	s.state = filepath.Join(s.dir, "kms-state.json")
-	s.Socket = filepath.Join(s.dir, "kms.sock")
+	s.Socket = s.socketPath(0)
 	admin, plugin := credentials()
 	s.Admin = kms.Credentials{AccessKeyID: admin.AccessKeyID, AccessKeySecret: admin.AccessKeySecret}
 	s.PluginCreds = kms.Credentials{AccessKeyID: plugin.AccessKeyID, AccessKeySecret: plugin.AccessKeySecret, SecurityToken: plugin.SecurityToken}
@@ -122,9 +152,13 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, fmt.Errorf("kms stack: %w", err)
 	}
 	s.KeyID = id
-	if err := s.startPlugin(ctx); err != nil {
-		s.Stop()
-		return nil, err
+	for i := range s.opts.Plugins {
+		p, err := s.startPlugin(ctx, i)
+		if err != nil {
+			s.Stop()
+			return nil, err
+		}
+		s.plugins = append(s.plugins, p)
 	}
 	return s, nil
 }
@@ -149,38 +183,6 @@ func (s *Stack) serveKMS(ln net.Listener) error {
 		_ = hs.Serve(ln)
 	}()
 	return nil
-}
-
-func (s *Stack) startPlugin(ctx context.Context) error {
-	client, err := s.Client(s.PluginCreds)
-	if err != nil {
-		return err
-	}
-	pctx, cancel := context.WithCancel(context.Background())
-	serving := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- kmsplugin.Run(pctx, kmsplugin.Options{SocketPath: s.Socket, Client: client, KeyID: s.KeyID,
-			Service:   kmsplugin.ServiceOptions{StatusInterval: s.opts.StatusInterval, Logger: s.pluginLogger()},
-			OnServing: func() { close(serving) }})
-	}()
-	select {
-	case <-serving:
-		s.pluginCancel, s.pluginDone = cancel, done
-		return nil
-	case err := <-done:
-		cancel()
-		return fmt.Errorf("kms stack: plugin: %w", err)
-	case <-ctx.Done():
-		cancel()
-		<-done
-		return fmt.Errorf("kms stack: plugin did not start: %w", ctx.Err())
-	}
-}
-
-// Provider is the encryption config entry for the plugin.
-func (s *Stack) Provider() controlplane.Provider {
-	return controlplane.KMSv2(ProviderName, "unix://"+s.Socket, 3*time.Second)
 }
 
 // Server is the running KMS API stand-in (counters, ActionTrail records).
@@ -285,13 +287,10 @@ func (s *Stack) RestartKMS(ctx context.Context) error {
 	return s.serveKMS(ln)
 }
 
-// Stop stops the plugin and the KMS API, and removes the directory it created.
+// Stop stops every plugin instance and the KMS API, and removes the directory it created.
 func (s *Stack) Stop() {
-	var errs []error
-	if s.pluginCancel != nil {
-		s.pluginCancel()
-		errs = append(errs, <-s.pluginDone)
-		s.pluginCancel = nil
+	for _, p := range s.plugins {
+		p.stop()
 	}
 	s.mu.Lock()
 	hs, done := s.httpSrv, s.serveDone
@@ -304,20 +303,24 @@ func (s *Stack) Stop() {
 	if s.removeDir {
 		_ = os.RemoveAll(s.dir)
 	}
-	_ = errors.Join(errs...)
 }
 
-// WaitAPIServer waits until the API server writes new Secrets under key version. The API server
-// polls its KMS plugin's Status every minute when healthy; its /readyz/kms-providers check runs the
-// same probe (cached 20 s), so polling it makes the API server notice a rotation sooner, as an
-// operator's readiness checks would.
+// WaitAPIServer waits until the API server writes new Secrets under key version: until a Secret
+// it writes is stored with the key_id a plugin instance writes for version (KeyIDFor; any instance,
+// as c may use any of Providers()). The API server polls its KMS plugin's Status every minute when
+// healthy; its /readyz/kms-providers check runs the same probe (cached 20 s), so polling it makes
+// the API server notice a rotation sooner, as an operator's readiness checks would.
 func (s *Stack) WaitAPIServer(ctx context.Context, c *controlplane.Cluster, version string) error {
 	rc, err := rest.RESTClientFor(restConfigForRaw(c))
 	if err != nil {
 		return fmt.Errorf("kms stack: rest client: %w", err)
 	}
+	want := make(map[string]bool, len(s.plugins))
+	for i := range s.plugins {
+		want[s.KeyIDFor(i, version)] = true
+	}
 	err = c.WaitEncryptionReload(ctx, func(raw []byte) bool {
-		if v, err := storedvalue.Classify(raw); err == nil && v.Provider == storedvalue.KMSv2 && v.KeyID == version {
+		if v, err := storedvalue.Classify(raw); err == nil && v.Provider == storedvalue.KMSv2 && want[v.KeyID] {
 			return true
 		}
 		_, _ = rc.Get().AbsPath("/readyz/kms-providers").DoRaw(ctx)

@@ -18,5 +18,6 @@ build() { # name version [recipe-revision] [ldflags]
 
 build etcd v3.7.3
 # rekey2: version stamped (so /version says v1.37.2) and the encryption reload interval knob.
+# rekey3: and the REKEY_APISERVER_HOSTNAME identity knob (distinct APIServerIDs on one host).
 v=k8s.io/component-base/version
-build kube-apiserver v1.37.2 rekey2 "-X $v.gitVersion=v1.37.2 -X $v.gitMajor=1 -X $v.gitMinor=37 -X $v.gitTreeState=clean"
+build kube-apiserver v1.37.2 rekey3 "-X $v.gitVersion=v1.37.2 -X $v.gitMajor=1 -X $v.gitMinor=37 -X $v.gitTreeState=clean"

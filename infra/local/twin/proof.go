@@ -16,16 +16,22 @@ import (
 const SecretsPrefix = "/registry/secrets/"
 
 // ScanSecrets classifies every Secret stored in etcd against KMS v2 key version version of the
-// stack's provider: Report.Stale() counts those under anything else.
+// stack's provider (the key_id the plugins write for it, KeyIDFor): Report.Stale() counts those
+// under anything else. Only the tests' assertions read etcd: rekey never gets it on the twin.
 func (t *Twin) ScanSecrets(ctx context.Context, version string) (etcdscan.Report, error) {
+	keyID := t.KeyIDFor(version)
 	r, err := etcdscan.Scan(ctx, t.Cluster.Etcd, SecretsPrefix, func(v storedvalue.Value) bool {
-		return v.Provider == storedvalue.KMSv2 && v.KeyName == kmsstack.ProviderName && v.KeyID == version
+		return v.Provider == storedvalue.KMSv2 && v.KeyName == kmsstack.ProviderName && v.KeyID == keyID
 	}, etcdscan.Options{})
 	if err != nil {
 		return r, fmt.Errorf("twin: scan etcd: %w", err)
 	}
 	return r, nil
 }
+
+// KeyIDFor is the KMS v2 key_id the twin's plugins write for key version version: the version ID
+// on the Single twin, an opaque string on the ACK-shaped one.
+func (t *Twin) KeyIDFor(version string) string { return t.KMS.KeyIDFor(0, version) }
 
 // SecretRevisions returns the etcd mod revision of every stored Secret by key: a Secret written
 // between two calls (a patch that re-encrypted it, an update) has a new one.

@@ -22,17 +22,28 @@ import (
 // nothing else for the functions' identity.
 const RBACFile = "infra/rbac/rekey-function.yaml"
 
-// FunctionUser is the Kubernetes user infra/rbac/rekey-function.yaml binds; the CS stand-in's
-// kubeconfig authenticates as it.
-const FunctionUser = "rekey-function"
+// FunctionUser is the Kubernetes user the functions are in the cluster: as on ACK, the numeric ID
+// of their RAM role (FunctionRoleID), which the CS stand-in's kubeconfig authenticates as and
+// infra/rbac/rekey-function.yaml binds (RoleIDPlaceholder filled in).
+const FunctionUser = FunctionRoleID
+
+// FunctionRoleID is the RAM role ID of the functions' role.
+const FunctionRoleID = "300000000000000002"
+
+// RoleIDPlaceholder stands for the functions' RAM role ID in infra/rbac/rekey-function.yaml.
+const RoleIDPlaceholder = "${RAM_ROLE_ID}"
 
 // ApplyRBAC creates every object of the RBAC file at path (Namespaces, ClusterRoles,
-// ClusterRoleBindings, Roles, RoleBindings) with cs; an object that already exists is left as is.
-// Any other kind is an error: the file is meant to grant exactly what it lists.
-func ApplyRBAC(ctx context.Context, cs kubernetes.Interface, path string) error {
+// ClusterRoleBindings, Roles, RoleBindings) with cs, with RoleIDPlaceholder replaced by roleID as
+// a deployer does ("": left as is); an object that already exists is left as is. Any other kind is
+// an error: the file is meant to grant exactly what it lists.
+func ApplyRBAC(ctx context.Context, cs kubernetes.Interface, path, roleID string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("apply rbac: %w", err)
+	}
+	if roleID != "" {
+		data = bytes.ReplaceAll(data, []byte(RoleIDPlaceholder), []byte(roleID))
 	}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for {

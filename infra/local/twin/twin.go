@@ -70,6 +70,45 @@ type Options struct {
 	PluginLog io.Writer
 	// BinDir holds etcd and kube-apiserver (see controlplane.Options.BinDir).
 	BinDir string
+
+	// Single runs the kinder twin: one kube-apiserver whose KMS plugin reports the key version ID
+	// as its key_id (rekey's own plugin). By default the twin is shaped like ACK Pro's managed
+	// control plane: Replicas kube-apiservers on one etcd behind a load balancer that pins each
+	// connection to one replica, each with its own KMS v2 plugin whose key_id is an opaque string
+	// (not the version ID) and which adopts a new key version AdoptSpread after the previous
+	// replica's plugin; etcd is never given to rekey (only the tests' own assertions read it).
+	Single bool
+	// Replicas is the number of kube-apiserver replicas of the ACK-shaped twin (default 2).
+	Replicas int
+	// AdoptSpread separates the replicas' plugins adopting a new key version: replica i's plugin
+	// reports it i×AdoptSpread after it first sees it (default DefaultAdoptSpread; negative: 0).
+	AdoptSpread time.Duration
+}
+
+// DefaultAdoptSpread is how much later each replica of the ACK-shaped twin adopts a new key
+// version than the previous one (plus each API server's own Status poll): tens of seconds, as
+// replicas polling KMS on their own clocks do.
+const DefaultAdoptSpread = 30 * time.Second
+
+// replicas returns the number of kube-apiservers and the plugin instances of the twin's shape.
+func (o Options) plugins() (int, []kmsstack.PluginOptions) {
+	if o.Single {
+		return 1, nil
+	}
+	n := o.Replicas
+	if n <= 0 {
+		n = 2
+	}
+	spread := o.AdoptSpread
+	if spread == 0 {
+		spread = DefaultAdoptSpread
+	}
+	spread = max(spread, 0)
+	out := make([]kmsstack.PluginOptions, n)
+	for i := range out {
+		out[i] = kmsstack.PluginOptions{KeyIDFormat: kmsstack.KeyIDOpaque, AdoptAfter: time.Duration(i) * spread}
+	}
+	return n, out
 }
 
 // Function is one function of s.yaml as the twin runs it.
@@ -116,7 +155,7 @@ type Twin struct {
 	// Env answered ${env('X')}: REKEY_TARGETS (ClusterID=the KMS key), REKEY_REGION,
 	// REKEY_ACCOUNT_ID, REKEY_KMS_ENDPOINT and REKEY_ACTIONTRAIL_ENDPOINT (the KMS stand-in),
 	// REKEY_CS_ENDPOINT, REKEY_ENDPOINT_SCHEME=HTTP, REKEY_WEBHOOK_URL (Webhook.URL), REKEY_WINDOW
-	// (DefaultWindow), REKEY_TIMEZONE (DefaultTimezone), REKEY_SETTLE (0s), REKEY_RUN_MODE
+	// (DefaultWindow), REKEY_TIMEZONE (DefaultTimezone), REKEY_SETTLE (0s), REKEY_GATE_SETTLE (20s), REKEY_RUN_MODE
 	// (offpeak), REKEY_STRATEGY (auto), REKEY_CONCURRENCY (16); REGION, VPC_ID, VSWITCH_ID and
 	// SECURITY_GROUP_ID for s.yaml itself; then Options.Env.
 	Env map[string]string
@@ -181,10 +220,12 @@ func Start(ctx context.Context, opts Options) (_ *Twin, err error) {
 	if err := os.Mkdir(filepath.Join(t.dir, "kms"), 0o700); err != nil {
 		return nil, fmt.Errorf("twin: %w", err)
 	}
+	replicas, plugins := opts.plugins()
 	t.KMS, err = kmsstack.Start(ctx, kmsstack.Options{
 		Dir:         filepath.Join(t.dir, "kms"),
 		Credentials: []kmsapi.Credential{t.FunctionCredential},
 		PluginLog:   opts.PluginLog,
+		Plugins:     plugins,
 		OnRecord: func(rec kmsapi.Record) {
 			if !t.muted.Load() {
 				t.bridge.OnRecord(rec)
@@ -194,11 +235,16 @@ func Start(ctx context.Context, opts Options) (_ *Twin, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("twin: %w", err)
 	}
+	providers := t.KMS.Providers()
 	t.Cluster, err = controlplane.Start(ctx, controlplane.Options{
 		BinDir:     opts.BinDir,
-		Encryption: &controlplane.Encryption{Providers: []controlplane.Provider{t.KMS.Provider(), controlplane.Identity()}},
-		Users:      []controlplane.User{{Name: FunctionUser}},
-		Log:        opts.ControlPlaneLog,
+		Encryption: &controlplane.Encryption{Providers: []controlplane.Provider{providers[0], controlplane.Identity()}},
+		Replicas:   replicas,
+		ReplicaEncryption: func(i int) *controlplane.Encryption {
+			return &controlplane.Encryption{Providers: []controlplane.Provider{providers[i], controlplane.Identity()}}
+		},
+		Users: []controlplane.User{{Name: FunctionUser}},
+		Log:   opts.ControlPlaneLog,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("twin: %w", err)
@@ -207,7 +253,7 @@ func Start(ctx context.Context, opts Options) (_ *Twin, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ApplyRBAC(ctx, admin, filepath.Join(t.repo, RBACFile)); err != nil {
+	if err := ApplyRBAC(ctx, admin, filepath.Join(t.repo, RBACFile), FunctionRoleID); err != nil {
 		return nil, fmt.Errorf("twin: %w", err)
 	}
 	if err := t.startCS(); err != nil {
@@ -236,9 +282,12 @@ func (t *Twin) defaultEnv() map[string]string {
 		config.EnvWindow:              DefaultWindow,
 		config.EnvTimezone:            DefaultTimezone,
 		config.EnvSettle:              "0s",
-		config.EnvRunMode:             string(config.RunOffPeak),
-		config.EnvStrategy:            string(config.StrategyAuto),
-		config.EnvConcurrency:         "16",
+		// The gate's settle, used only without direct evidence (the first job on a fresh twin,
+		// whose key version is seconds old): short, so that tests do not wait 9 minutes.
+		config.EnvGateSettle:  "20s",
+		config.EnvRunMode:     string(config.RunOffPeak),
+		config.EnvStrategy:    string(config.StrategyAuto),
+		config.EnvConcurrency: "16",
 		// What s.yaml itself asks of the deployer (the VPC is not simulated).
 		"REGION":            t.KMS.Region,
 		"VPC_ID":            "vpc-twin",
@@ -508,7 +557,7 @@ func functionCredential() (kmsapi.Credential, error) {
 	return kmsapi.Credential{
 		AccessKeyID: "STS.twin" + id, AccessKeySecret: secret, SecurityToken: "CAIS" + token,
 		Identity: kmsapi.Identity{Type: kmsapi.IdentityAssumedRole, AccountID: kmsapi.DefaultAccountID, RoleName: FunctionRole,
-			RoleID: "300000000000000002", SessionName: "fc-function", PrincipalID: "300000000000000002:fc-function"},
+			RoleID: FunctionRoleID, SessionName: "fc-function", PrincipalID: FunctionRoleID + ":fc-function"},
 	}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	sdkcs "github.com/aliyun/alibaba-cloud-sdk-go/services/cs"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -99,8 +100,14 @@ func TestTwinHarness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := storedvalue.Classify(raw); err != nil || v.Provider != storedvalue.KMSv2 || v.KeyName != kmsstack.ProviderName || v.KeyID != v1 {
-		t.Fatalf("stored value %+v (%v), want KMS v2 under %s", v, err, v1)
+	// The ACK-shaped twin: the plugins' key_id is not the version ID, and two API servers serve
+	// behind the load balancer.
+	if v, err := storedvalue.Classify(raw); err != nil || v.Provider != storedvalue.KMSv2 || v.KeyName != kmsstack.ProviderName ||
+		v.KeyID != tw.KeyIDFor(v1) || v.KeyID == v1 {
+		t.Fatalf("stored value %+v (%v), want KMS v2 under %s's opaque key_id %s", v, err, v1, tw.KeyIDFor(v1))
+	}
+	if n := len(tw.Cluster.Replicas()); n != 2 {
+		t.Fatalf("%d API server replicas, want 2", n)
 	}
 
 	// CreateKeyVersion through the SDK reaches the rotation function as a CloudEvent.
@@ -174,6 +181,8 @@ func TestTwinHarness(t *testing.T) {
 	}{
 		{authorizationv1.ResourceAttributes{Verb: "patch", Resource: "secrets", Namespace: "payments"}, true},
 		{authorizationv1.ResourceAttributes{Verb: "create", Group: "coordination.k8s.io", Resource: "leases", Namespace: "rekey-system"}, true},
+		{authorizationv1.ResourceAttributes{Verb: "list", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-system"}, true},
+		{authorizationv1.ResourceAttributes{Verb: "get", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-system"}, false},
 		{authorizationv1.ResourceAttributes{Verb: "delete", Resource: "secrets", Namespace: "payments"}, false},
 		{authorizationv1.ResourceAttributes{Verb: "create", Resource: "namespaces"}, false},
 	} {
@@ -185,6 +194,13 @@ func TestTwinHarness(t *testing.T) {
 		if r.Status.Allowed != c.want {
 			t.Errorf("%+v allowed=%v, want %v", c.attrs, r.Status.Allowed, c.want)
 		}
+	}
+
+	// As on ACK, the cluster knows the functions' identity by their RAM role's numeric ID
+	// (`kubectl auth whoami`), and the shipped RBAC binds exactly that.
+	who, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil || who.Status.UserInfo.Username != FunctionRoleID {
+		t.Fatalf("whoami: %+v (%v), want the role ID %s", who, err, FunctionRoleID)
 	}
 
 	// The webhook keeps what is posted with its token and refuses the rest.
