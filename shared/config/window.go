@@ -87,3 +87,23 @@ func (w Window) String() string {
 
 // MarshalJSON encodes the window as its String.
 func (w Window) MarshalJSON() ([]byte, error) { return json.Marshal(w.String()) }
+
+// Left returns how long the window lasts after t, 0 when t is outside it. It counts by t's wall
+// clock in the window's zone (a day that gains or loses an hour is counted as 24 hours).
+func (w Window) Left(t time.Time) time.Duration {
+	if !w.Contains(t) {
+		return 0
+	}
+	loc := w.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	lt := t.In(loc)
+	x := time.Duration(lt.Hour())*time.Hour + time.Duration(lt.Minute())*time.Minute + time.Duration(lt.Second())*time.Second +
+		time.Duration(lt.Nanosecond())
+	end := time.Duration(w.End) * time.Minute
+	if end <= x { // the window spans midnight and t is before it
+		end += 24 * time.Hour
+	}
+	return end - x
+}

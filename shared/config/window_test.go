@@ -58,3 +58,35 @@ func TestParseWindowErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestWindowLeft(t *testing.T) {
+	sh, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	day, err := ParseWindow("01:00-05:00", sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	night, err := ParseWindow("22:00-04:00", sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(h, m int) time.Time { return time.Date(2026, 12, 8, h, m, 0, 0, sh) }
+	for _, c := range []struct {
+		w    Window
+		t    time.Time
+		want time.Duration
+	}{
+		{day, at(4, 58), 2 * time.Minute},
+		{day, at(1, 0), 4 * time.Hour},
+		{day, at(5, 0), 0},
+		{day, at(12, 0), 0},
+		{night, at(23, 30), 4*time.Hour + 30*time.Minute},
+		{night, at(3, 59), time.Minute},
+	} {
+		if got := c.w.Left(c.t); got != c.want {
+			t.Errorf("%s at %s: Left = %s, want %s", c.w, c.t.Format("15:04"), got, c.want)
+		}
+	}
+}

@@ -62,12 +62,16 @@ type Payload struct {
 	Events []CloudEvent
 	// Duplicates counts events dropped because an earlier one in the same input had the same DedupKey.
 	Duplicates int
+	// Rejected are the malformed elements of a JSON array, by position (DecodeError.Index): the
+	// other elements are in Events. An array whose every element is malformed is an error instead.
+	Rejected []*DecodeError
 }
 
 // Decode decodes one Function Compute invocation payload: an FC timer payload, a CloudEvent, a JSON
 // array of CloudEvents, or a JSON array of JSON strings each holding a CloudEvent. For ActionTrail
 // types ("<product>:ActionTrail:<kind>") it also decodes data into CloudEvent.Record. Input larger
-// than MaxInputBytes, or of any other shape, gives a *DecodeError (errors.Is ErrMalformed).
+// than MaxInputBytes, or of any other shape, gives a *DecodeError (errors.Is ErrMalformed); in an
+// array, malformed elements are reported in Payload.Rejected by position and the others decoded.
 func Decode(raw []byte) (Payload, error) {
 	if len(raw) > MaxInputBytes {
 		return Payload{}, &DecodeError{Index: -1, Problem: fmt.Sprintf("input is %d bytes, more than the %d accepted", len(raw), MaxInputBytes)}
@@ -122,30 +126,14 @@ func decodeArray(raw []byte) (Payload, error) {
 	var p Payload
 	seen := make(map[DedupKey]bool, len(elems))
 	for i, elem := range elems {
-		elem = bytes.TrimSpace(elem)
-		if len(elem) > 0 && elem[0] == '"' {
-			var s string
-			if err := json.Unmarshal(elem, &s); err != nil {
-				return Payload{}, &DecodeError{Index: i, Problem: "invalid JSON string", Err: err}
-			}
-			elem = bytes.TrimSpace([]byte(s))
-		}
-		if len(elem) == 0 || elem[0] != '{' {
-			return Payload{}, &DecodeError{Index: i, Problem: "element is neither a JSON object nor a JSON string holding one"}
-		}
-		var keys map[string]json.RawMessage
-		if err := json.Unmarshal(elem, &keys); err != nil {
-			return Payload{}, &DecodeError{Index: i, Problem: "invalid JSON object", Err: err}
-		}
-		if !isCloudEvent(keys) {
-			if isTimer(keys) {
-				return Payload{}, &DecodeError{Index: i, Problem: "a timer payload inside an array (timers deliver one object)"}
-			}
-			return Payload{}, &DecodeError{Index: i, Problem: "element is not a CloudEvent (specversion, id, source, type)"}
-		}
-		ev, err := decodeCloudEvent(elem, i)
+		ev, err := decodeElement(elem, i)
 		if err != nil {
-			return Payload{}, err
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				de = &DecodeError{Index: i, Problem: "undecodable", Err: err}
+			}
+			p.Rejected = append(p.Rejected, de)
+			continue
 		}
 		if seen[ev.DedupKey()] {
 			p.Duplicates++
@@ -154,7 +142,36 @@ func decodeArray(raw []byte) (Payload, error) {
 		seen[ev.DedupKey()] = true
 		p.Events = append(p.Events, ev)
 	}
+	if len(p.Events) == 0 && len(p.Rejected) > 0 {
+		return Payload{}, p.Rejected[0]
+	}
 	return p, nil
+}
+
+// decodeElement decodes element i of an array: a CloudEvent, or a JSON string holding one.
+func decodeElement(elem json.RawMessage, i int) (CloudEvent, error) {
+	elem = bytes.TrimSpace(elem)
+	if len(elem) > 0 && elem[0] == '"' {
+		var s string
+		if err := json.Unmarshal(elem, &s); err != nil {
+			return CloudEvent{}, &DecodeError{Index: i, Problem: "invalid JSON string", Err: err}
+		}
+		elem = bytes.TrimSpace([]byte(s))
+	}
+	if len(elem) == 0 || elem[0] != '{' {
+		return CloudEvent{}, &DecodeError{Index: i, Problem: "element is neither a JSON object nor a JSON string holding one"}
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(elem, &keys); err != nil {
+		return CloudEvent{}, &DecodeError{Index: i, Problem: "invalid JSON object", Err: err}
+	}
+	if !isCloudEvent(keys) {
+		if isTimer(keys) {
+			return CloudEvent{}, &DecodeError{Index: i, Problem: "a timer payload inside an array (timers deliver one object)"}
+		}
+		return CloudEvent{}, &DecodeError{Index: i, Problem: "element is not a CloudEvent (specversion, id, source, type)"}
+	}
+	return decodeCloudEvent(elem, i)
 }
 
 // isCloudEvent reports whether an object claims to be a CloudEvent (it has any of the required

@@ -222,7 +222,7 @@ func TestDecodeMalformed(t *testing.T) {
 		{"string of array", `["[]"]`, 0, "", "neither a JSON object nor a JSON string"},
 		{"string of bad json", `["{\"id\":"]`, 0, "", "invalid JSON object"},
 		{"timer in array", `[{"triggerTime":"2023-12-26T07:49:00Z","triggerName":"t"}]`, 0, "", "timer payload inside an array"},
-		{"second element bad", `[` + ce(rec) + `,{"x":1}]`, 1, "", "not a CloudEvent"},
+		{"every element bad", `[{"x":1},{"y":2}]`, 0, "", "not a CloudEvent"},
 		{"missing id", `{"source":"acs.kms","specversion":"1.0","type":"t"}`, -1, "id", "missing or empty"},
 		{"missing source", `{"id":"1","specversion":"1.0","type":"t"}`, -1, "source", "missing or empty"},
 		{"missing type", `{"id":"1","source":"s","specversion":"1.0"}`, -1, "type", "missing or empty"},
@@ -252,6 +252,23 @@ func TestDecodeMalformed(t *testing.T) {
 				t.Fatalf("error %q (index %d, field %q), want index %d, field %q, containing %q", err, de.Index, de.Field, tc.index, tc.field, tc.problem)
 			}
 		})
+	}
+}
+
+// TestDecodeBatchWithAMalformedElement: a batch of three whose second element is malformed decodes
+// the first and the third and reports the second by position.
+func TestDecodeBatchWithAMalformedElement(t *testing.T) {
+	first := `{"id":"1","source":"acs.oss","specversion":"1.0","type":"oss:x"}`
+	third := `{"id":"3","source":"acs.oss","specversion":"1.0","type":"oss:x"}`
+	p, err := Decode([]byte(`[` + first + `,{"id":2},` + third + `]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Events) != 2 || p.Events[0].ID != "1" || p.Events[1].ID != "3" {
+		t.Fatalf("events %+v, want 1 and 3", p.Events)
+	}
+	if len(p.Rejected) != 1 || p.Rejected[0].Index != 1 || !strings.Contains(p.Rejected[0].Error(), "element 1") {
+		t.Fatalf("rejected %+v, want element 1", p.Rejected)
 	}
 }
 

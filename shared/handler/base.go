@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/rekey-dev/rekey/shared/alicloud"
+	"github.com/rekey-dev/rekey/shared/events"
+	"github.com/rekey-dev/rekey/shared/keyref"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/retry"
 )
@@ -31,30 +33,63 @@ func transient(err error) bool {
 	return retry.Classify(err) == retry.Retriable
 }
 
-// aliases maps every configured alias to its key ID (DescribeKey), so that policy.Decide matches
-// an event naming the key by ID to a key configured by alias. An alias KMS does not know is left
-// out (the policy then matches it by name only); a transient failure is returned.
-func (h *base) aliases(ctx context.Context) (map[string]string, []string, error) {
+// aliases maps every alias the configuration names, and every alias in refs (the keys events
+// name, as alias/<name> or an ARN of an alias), to its key ID (DescribeKey, once per alias per
+// invocation), so that policy.Decide compares keys by identity, not by spelling: an event naming a
+// key by alias matches a key configured by ID, and the reverse. An alias KMS does not know is left
+// out (the policy then matches it by name only) with a note; a transient failure is returned with
+// what was resolved.
+func (h *base) aliases(ctx context.Context, refs ...keyref.Ref) (map[string]string, []string, error) {
 	out := map[string]string{}
 	var notes []string
-	for _, t := range h.deps.Config.Targets {
-		if t.Ref.Alias == "" {
-			continue
+	var faults []error
+	resolve := func(alias, ref string) {
+		if _, done := out[alias]; done || alias == "" {
+			return
 		}
-		if _, done := out[t.Ref.Alias]; done {
-			continue
-		}
-		md, err := h.deps.KMS.DescribeKey(ctx, t.Key)
+		md, err := h.deps.KMS.DescribeKey(ctx, ref)
 		if err != nil {
 			if transient(err) {
-				return nil, nil, fmt.Errorf("describe key %s: %w", alicloud.Redact(t.Key), err)
+				faults = append(faults, fmt.Errorf("describe key %s: %w", alicloud.Redact(ref), err))
+			} else {
+				notes = append(notes, fmt.Sprintf("alias %s not resolved: %v", alias, err))
 			}
-			notes = append(notes, fmt.Sprintf("alias %s not resolved: %v", t.Ref.Alias, err))
+			out[alias] = ""
+			return
+		}
+		out[alias] = md.KeyID
+	}
+	for _, t := range h.deps.Config.Targets {
+		resolve(t.Ref.Alias, t.Key)
+	}
+	for _, r := range refs {
+		resolve(r.Alias, r.Alias)
+	}
+	for a, id := range out {
+		if id == "" {
+			delete(out, a)
+		}
+	}
+	return out, notes, errors.Join(faults...)
+}
+
+// eventKeyRefs returns the key references of the KMS events (requestParameters.KeyId) and of the
+// CS events (kms_key_id) that name an alias.
+func eventKeyRefs(evs []events.CloudEvent) []keyref.Ref {
+	var out []keyref.Ref
+	for _, ev := range evs {
+		if ev.Record == nil {
 			continue
 		}
-		out[t.Ref.Alias] = md.KeyID
+		raw := events.KMSKeyID(*ev.Record)
+		if ev.Source == events.SourceCS {
+			raw = events.CSKMSEncryption(*ev.Record).KeyID
+		}
+		if r, err := keyref.Parse(raw); err == nil && r.Alias != "" {
+			out = append(out, r)
+		}
 	}
-	return out, notes, nil
+	return out
 }
 
 // describe returns the metadata of each distinct configured key, and the error of each key that

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/config"
 	"github.com/rekey-dev/rekey/shared/kms/kmsfake"
 	"github.com/rekey-dev/rekey/shared/policy"
+	"github.com/rekey-dev/rekey/shared/retry"
 	"github.com/rekey-dev/rekey/shared/state"
 )
 
@@ -43,6 +45,7 @@ type env struct {
 	clock    *clocktesting.FakeClock
 	kms      *kmsfake.Fake
 	stores   map[string]*state.Store
+	clients  map[string]*fake.Clientset // each cluster's API (reactors make it fail)
 	openErr  map[string]error
 	notifier *fakeNotifier
 	runner   *fakeRunner
@@ -68,14 +71,22 @@ func newEnv(t *testing.T, vars map[string]string) *env {
 	k := kmsfake.New()
 	k.Clock = clk
 	k.CreateKey(keyA)
-	e := &env{t: t, cfg: cfg, clock: clk, kms: k, stores: map[string]*state.Store{}, openErr: map[string]error{},
-		notifier: &fakeNotifier{}, logs: &bytes.Buffer{}}
-	for _, c := range []string{c1, c2} {
-		s, err := state.New(fake.NewClientset(), c, state.WithClock(clk))
+	e := &env{t: t, cfg: cfg, clock: clk, kms: k, stores: map[string]*state.Store{}, clients: map[string]*fake.Clientset{},
+		openErr: map[string]error{}, notifier: &fakeNotifier{}, logs: &bytes.Buffer{}}
+	clusters := []string{c1, c2}
+	for _, tg := range cfg.Targets {
+		if !slices.Contains(clusters, tg.Cluster) {
+			clusters = append(clusters, tg.Cluster)
+		}
+	}
+	for _, c := range clusters {
+		cs := fake.NewClientset()
+		s, err := state.New(cs, c, state.WithClock(clk),
+			state.WithRetryPolicy(retry.Policy{MaxAttempts: 2, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.stores[c] = s
+		e.stores[c], e.clients[c] = s, cs
 	}
 	e.runner = &fakeRunner{env: e, outcomes: map[string][]JobOutcome{}}
 	return e
@@ -177,6 +188,8 @@ type fakeRunner struct {
 	outcomes map[string][]JobOutcome
 	errs     map[string]error
 	reqs     []JobRequest
+	// deadlines are the jobs' context deadlines (zero: none), in order.
+	deadlines []time.Time
 	// noComplete makes done jobs leave their state alone (the handler must then complete them).
 	noComplete bool
 }
@@ -188,6 +201,8 @@ func (r *fakeRunner) queue(cluster string, outs ...JobOutcome) {
 func (r *fakeRunner) run(ctx context.Context, req JobRequest) (JobOutcome, error) {
 	r.mu.Lock()
 	r.reqs = append(r.reqs, req)
+	dl, _ := ctx.Deadline()
+	r.deadlines = append(r.deadlines, dl)
 	var out JobOutcome
 	if q := r.outcomes[req.Cluster.ID]; len(q) > 0 {
 		out, r.outcomes[req.Cluster.ID] = q[0], q[1:]

@@ -2,11 +2,13 @@ package handler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/rekey-dev/rekey/shared/alicloud"
+	"github.com/rekey-dev/rekey/shared/config"
 	"github.com/rekey-dev/rekey/shared/events"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/panics"
@@ -33,15 +35,27 @@ type OffPeakResult struct {
 	RequestID string `json:"requestId,omitempty"`
 	// Error is set when the input was not a timer payload (not retried).
 	Error string `json:"error,omitempty"`
-	// TriggerTime is the tick's time; InWindow whether it fell inside Window.
+	// TriggerTime is the tick's time; InWindow whether it fell inside Window. Mode is the timer's:
+	// "offpeak" (runs jobs inside the window) or "watch" (every few minutes all day: the checks,
+	// and the jobs in immediate run mode).
 	TriggerTime time.Time `json:"triggerTime,omitzero"`
 	Window      string    `json:"window,omitempty"`
 	InWindow    bool      `json:"inWindow"`
+	Mode        string    `json:"mode,omitempty"`
 	// Keys are the version checks, one per target.
 	Keys []KeyCheck `json:"keys,omitempty"`
-	// Clusters are the runs, inside the window.
+	// Notices are the notices this tick sent or tried: the keys' state (a key disabled with no
+	// event seen, and its recovery), an alias that moved, and notices still pending in the outboxes.
+	Notices []string `json:"notices,omitempty"`
+	// Clusters are the runs; an unreachable cluster is a run with status "error".
 	Clusters []ClusterRun `json:"clusters,omitempty"`
 }
+
+// Timer modes (the timer trigger's payload {"mode": ...}).
+const (
+	ModeOffPeak = "offpeak"
+	ModeWatch   = "watch"
+)
 
 // KeyCheck is the version check of one target.
 type KeyCheck struct {
@@ -68,10 +82,14 @@ const (
 	checkError      = "error"
 )
 
-// Handle handles one timer tick. The version check runs on every tick; jobs run only inside the
-// window. Faults on one key or cluster do not stop the others: they are reported in the result,
-// and the invocation fails at the end when any was transient (a signal for monitoring; the next
-// tick is the retry).
+// Handle handles one timer tick. Every tick (both timers) checks each watched key (its state, with
+// a critical notice when it is not usable whether or not an event arrived, and its primary version
+// against the last verified one) and sends the notices still pending in the outboxes. Jobs run on
+// the off-peak timer's ticks inside the window, and stop at the earlier of the function's deadline
+// margin and the window's end (by the tick's clock); in immediate run mode they run on every tick
+// of either timer, at any hour. Faults on one key or cluster do not stop the others: they are
+// reported in the result, and the invocation fails at the end when any was transient (a signal for
+// monitoring; the next tick is the retry).
 func (h *OffPeak) Handle(ctx context.Context, payload []byte) (OffPeakResult, error) {
 	ctx, inv := begin(ctx)
 	log := h.deps.Logger.With().Str("requestId", inv.RequestID).Str("function", "offpeak").Logger()
@@ -87,13 +105,10 @@ func (h *OffPeak) Handle(ctx context.Context, payload []byte) (OffPeakResult, er
 		log.Error().Err(err).Int("bytes", len(payload)).Msg("unusable input: not retried")
 		return res, nil
 	}
-	res.TriggerTime = p.Timer.TriggerTime
+	res.TriggerTime, res.Mode = p.Timer.TriggerTime, timerMode(*p.Timer)
 	res.InWindow = h.deps.Config.Window.Contains(p.Timer.TriggerTime)
 
-	o, err := h.open(ctx)
-	if err != nil {
-		return fail(&log, res, err)
-	}
+	o := h.open(ctx)
 	var faults []error
 	res.Keys, faults = h.checkVersions(ctx, o)
 	for _, k := range res.Keys {
@@ -104,18 +119,46 @@ func (h *OffPeak) Handle(ctx context.Context, payload []byte) (OffPeakResult, er
 		ev.Str("cluster", k.Cluster).Str("key", alicloud.Redact(k.Key)).Str("primary", k.Primary).Str("verified", k.Verified).
 			Str("job", k.Job).Msg("version check: " + k.Result + reasonSuffix(k.Reason))
 	}
-	if res.InWindow {
-		runs, err := h.runDue(ctx, o, inv.RequestID, margin, &log)
+	res.Notices = append(h.watchKeys(ctx, o, inv.RequestID, &log), h.sweep(ctx, o, inv.RequestID, &log)...)
+
+	immediate := h.deps.Config.RunMode == config.RunImmediate
+	if immediate || (res.Mode == ModeOffPeak && res.InWindow) {
+		jctx := ctx
+		if !immediate {
+			// The window is the window: stop at its end (by the tick's clock) if it comes first.
+			left := h.deps.Config.Window.Left(p.Timer.TriggerTime)
+			var cancel context.CancelFunc
+			jctx, cancel = context.WithTimeoutCause(ctx, left, fmt.Errorf("the off-peak window %s ends", h.deps.Config.Window))
+			defer cancel()
+		}
+		runs, err := h.runDue(jctx, o, inv.RequestID, margin, &log)
 		res.Clusters = runs
 		if err != nil {
 			faults = append(faults, err)
 		}
 	}
-	log.Info().Time("triggerTime", res.TriggerTime).Bool("inWindow", res.InWindow).Int("clusters", len(res.Clusters)).Msg("tick done")
+	for _, id := range sortedKeys(o.failed) {
+		res.Clusters = append(res.Clusters, ClusterRun{Cluster: id, Status: clusterError, Reason: o.failed[id].Error()})
+		log.Error().Err(o.failed[id]).Str("cluster", id).Msg("cluster not reachable: not checked, no job run")
+	}
+	faults = append(faults, o.faults()...)
+	log.Info().Time("triggerTime", res.TriggerTime).Str("mode", res.Mode).Bool("inWindow", res.InWindow).Int("clusters", len(res.Clusters)).Msg("tick done")
 	if err := errors.Join(faults...); err != nil {
 		return fail(&log, res, err)
 	}
 	return res, nil
+}
+
+// timerMode reads a timer's mode from its payload ({"mode":"watch"}); anything else is the off-peak
+// timer.
+func timerMode(t events.Timer) string {
+	var p struct {
+		Mode string `json:"mode"`
+	}
+	if json.Unmarshal([]byte(t.Payload), &p) == nil && p.Mode == ModeWatch {
+		return ModeWatch
+	}
+	return ModeOffPeak
 }
 
 func reasonSuffix(r string) string {
@@ -134,6 +177,9 @@ func (h *OffPeak) checkVersions(ctx context.Context, o *opened) ([]KeyCheck, []e
 	var out []KeyCheck
 	for _, t := range h.deps.Config.Targets {
 		kc := KeyCheck{Cluster: t.Cluster, Key: t.Key}
+		if _, ok := o.clusters[t.Cluster]; !ok {
+			continue // unreachable: reported with the runs
+		}
 		if err := descErrs[t.Key]; err != nil {
 			kc.Result, kc.Reason = checkError, err.Error()
 			if transient(err) {

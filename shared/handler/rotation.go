@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/rekey-dev/rekey/shared/config"
 	"github.com/rekey-dev/rekey/shared/events"
-	"github.com/rekey-dev/rekey/shared/notify"
 	"github.com/rekey-dev/rekey/shared/policy"
 	"github.com/rekey-dev/rekey/shared/state"
 )
@@ -42,6 +42,11 @@ type RotationResult struct {
 	Notes []string `json:"notes,omitempty"`
 	// Runs are the jobs run in immediate mode.
 	Runs []ClusterRun `json:"runs,omitempty"`
+	// Rejected are the malformed elements of a batch, by position; the others were decided.
+	Rejected []string `json:"rejected,omitempty"`
+	// Unreachable are the watched clusters that could not be opened or read, with why: their state
+	// was not updated (the others were).
+	Unreachable []string `json:"unreachable,omitempty"`
 }
 
 // DecisionResult is one decision and what recording it did.
@@ -49,13 +54,23 @@ type DecisionResult struct {
 	policy.Decision
 	// Recorded is what the state changed (nil for an ignored event).
 	Recorded *state.Recorded `json:"recorded,omitempty"`
-	// Notified says what became of the decision's notice: "sent", "duplicate" (another delivery
-	// of the event sent it) or "undeliverable: ..." (the webhook refused it for good).
+	// Notified says what became of the decision's notice: "sent", "duplicate" (delivered before, or
+	// another invocation is sending it), "pending: ..." (not delivered yet: kept in the outbox and
+	// sent again) or "undeliverable: ..." (the webhook refused it for good).
 	Notified string `json:"notified,omitempty"`
+	// Unrecorded are the clusters whose state could not record the decision, with why.
+	Unrecorded []string `json:"unrecorded,omitempty"`
 }
 
 // Handle handles one invocation. It returns an error only for transient faults, which Function
 // Compute retries; see the package documentation.
+//
+// The alert path depends on no cluster: a decision's notice needs only the event, the
+// configuration and KMS (the key's state), and it goes out through the outbox of every reachable
+// cluster it concerns (deliver): at least once, deduplicated, kept until delivered. Each cluster's
+// state is then updated on its own: a cluster that cannot be reached is named in the result and
+// the log, the others are recorded, and a transient failure fails the invocation at the end so
+// that Function Compute tries again (what was done is not done twice).
 func (r *Rotation) Handle(ctx context.Context, payload []byte) (RotationResult, error) {
 	ctx, inv := begin(ctx)
 	log := r.deps.Logger.With().Str("requestId", inv.RequestID).Str("function", "rotation").Logger()
@@ -74,18 +89,23 @@ func (r *Rotation) Handle(ctx context.Context, payload []byte) (RotationResult, 
 		return res, nil
 	}
 	res.Duplicates = p.Duplicates
+	for _, de := range p.Rejected {
+		res.Rejected = append(res.Rejected, de.Error())
+		log.Error().Int("element", de.Index).Str("problem", de.Error()).Msg("malformed element of the batch: not retried; the others are decided")
+	}
 
-	o, err := r.open(ctx)
-	if err != nil {
-		return fail(&log, res, err)
+	o := r.open(ctx)
+	st, unread := o.fleet.Snapshot(ctx)
+	for id, err := range unread {
+		o.fail(id, fmt.Errorf("read the state of cluster %s: %w", id, err))
 	}
-	st, err := o.fleet.Snapshot(ctx)
-	if err != nil {
-		return fail(&log, res, fmt.Errorf("state snapshot: %w", err))
+	if len(o.failed) > 0 {
+		st.Handled = map[events.DedupKey]bool{} // an unreachable cluster may have missed any event
 	}
-	aliases, notes, err := r.aliases(ctx)
+	var faults []error
+	aliases, notes, err := r.aliases(ctx, eventKeyRefs(p.Events)...)
 	if err != nil {
-		return fail(&log, res, err)
+		faults = append(faults, err)
 	}
 	st.Aliases = aliases
 	res.Notes = notes
@@ -93,59 +113,80 @@ func (r *Rotation) Handle(ctx context.Context, payload []byte) (RotationResult, 
 	for _, ev := range p.Events {
 		d := policy.Decide(ev, r.deps.Config, st)
 		dr := DecisionResult{Decision: d}
-		if d.Kind != policy.Ignore {
-			rec, err := o.fleet.Record(ctx, d)
-			if err != nil {
-				return fail(&log, res, fmt.Errorf("record decision on event %s: %w", ev.DedupKey(), err))
-			}
-			dr.Recorded = &rec
-			// Later events of the same input see this one.
-			if st.Handled == nil {
-				st.Handled = map[events.DedupKey]bool{}
-			}
-			st.Handled[ev.DedupKey()] = true
-			st.Pending = append(st.Pending, d.Jobs...)
-			if d.Notice != nil && rec.First && dangerous(d) {
+		if d.Kind == policy.Ignore {
+			logDecision(&log, dr)
+			res.Decisions = append(res.Decisions, dr)
+			continue
+		}
+		delivered := true
+		if d.Notice != nil {
+			if dangerous(d) {
 				r.dependents(ctx, o, d.Notice, &log) // how many Secrets depend on the key (dependents.go)
 			}
-			if d.Notice != nil {
-				if !rec.First {
-					dr.Notified = "duplicate"
-				} else if err := r.notify(ctx, *d.Notice); err != nil {
-					var de *notify.DeliveryError
-					if errors.As(err, &de) && !de.Temporary {
-						dr.Notified = "undeliverable: " + err.Error()
-					} else {
-						// Decide and send again on the retry.
-						if ferr := o.fleet.Forget(ctx, ev.DedupKey()); ferr != nil {
-							err = errors.Join(err, fmt.Errorf("forget event %s: %w", ev.DedupKey(), ferr))
-						}
-						logDecision(&log, dr)
-						return fail(&log, res, fmt.Errorf("deliver the notice of event %s: %w", ev.DedupKey(), err))
-					}
-				} else {
-					dr.Notified = "sent"
-				}
+			r.keyState(ctx, d.Notice)
+			status, err := r.deliver(ctx, o, d.Event, *d.Notice, inv.RequestID, false, &log)
+			dr.Notified = status
+			if err != nil {
+				delivered = false
+				faults = append(faults, err)
+			} else if dangerous(d) {
+				r.recordAlerted(ctx, o, *d.Notice, &log) // the timer's key check need not repeat it today
 			}
 		}
+		// The event counts as handled only once its notice is out: a retry decides it again.
+		rec, failed := o.fleet.Record(ctx, d, delivered)
+		dr.Recorded = &rec
+		for _, id := range sortedKeys(failed) {
+			dr.Unrecorded = append(dr.Unrecorded, id+": "+failed[id].Error())
+			if transient(failed[id]) || o.failed[id] != nil {
+				faults = append(faults, failed[id])
+			}
+		}
+		// Later events of the same input see this one.
+		if delivered && len(failed) == 0 {
+			st.Handled[ev.DedupKey()] = true
+		}
+		st.Pending = append(st.Pending, d.Jobs...)
 		logDecision(&log, dr)
 		res.Decisions = append(res.Decisions, dr)
 	}
+	res.Unreachable = o.unreachable()
+	for _, u := range res.Unreachable {
+		log.Error().Str("cluster", u).Msg("cluster not reachable: its state was not updated in this invocation")
+	}
+	faults = append(faults, o.faults()...)
 
 	if r.deps.Config.RunMode == config.RunImmediate {
 		runs, err := r.runDue(ctx, o, inv.RequestID, margin, &log)
 		res.Runs = runs
 		if err != nil {
-			return fail(&log, res, err)
+			faults = append(faults, err)
 		}
 	}
-	log.Info().Int("events", len(p.Events)).Int("duplicates", p.Duplicates).Int("runs", len(res.Runs)).Msg("invocation done")
+	log.Info().Int("events", len(p.Events)).Int("duplicates", p.Duplicates).Int("rejected", len(p.Rejected)).Int("runs", len(res.Runs)).
+		Strs("unreachable", res.Unreachable).Msg("invocation done")
+	if err := errors.Join(faults...); err != nil {
+		return fail(&log, res, err)
+	}
 	return res, nil
 }
 
-func (r *Rotation) notify(ctx context.Context, n policy.Notice) error {
-	if r.deps.Notifier == nil {
-		return nil
+// keyState reads the key's state into the notice ("the key is now Disabled / already Enabled
+// again"); a failure leaves it unknown (the notice goes out all the same).
+func (r *Rotation) keyState(ctx context.Context, n *policy.Notice) {
+	if n.Key == "" {
+		return
 	}
-	return r.deps.Notifier.Send(ctx, n)
+	m, err := r.deps.KMS.DescribeKey(ctx, n.Key)
+	if err != nil {
+		n.Impact = strings.TrimSuffix(n.Impact, ".") + ". The key's state now could not be read: " + err.Error() + "."
+		return
+	}
+	n.KeyState = m.State
+	switch {
+	case m.Enabled() && n.Severity == policy.Critical:
+		n.Impact = strings.TrimSuffix(n.Impact, ".") + ". The key is already " + m.State + " again."
+	default:
+		n.Impact = strings.TrimSuffix(n.Impact, ".") + ". The key is now " + m.State + "."
+	}
 }

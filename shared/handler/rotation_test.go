@@ -35,7 +35,7 @@ func TestRotationRecordsJobsOnceAndRunsNothingOffPeak(t *testing.T) {
 		t.Fatalf("result = %+v", res)
 	}
 	d := res.Decisions[0]
-	if d.Recorded == nil || !d.Recorded.First || len(d.Recorded.Added) != 2 {
+	if d.Recorded == nil || len(d.Recorded.Added) != 2 {
 		t.Fatalf("recorded = %+v", d.Recorded)
 	}
 	for _, c := range []string{c1, c2} {

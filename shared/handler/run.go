@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/rekey-dev/rekey/shared/alicloud"
+	"github.com/rekey-dev/rekey/shared/events"
 	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/policy"
 	"github.com/rekey-dev/rekey/shared/state"
@@ -140,7 +141,7 @@ func (h *base) runCluster(ctx context.Context, c Cluster, holder string, margin 
 		}
 		ev.Str("cluster", c.ID).Str("job", next.ID).Str("status", string(out.Status)).Str("verifiedVersion", out.VerifiedVersion).Msg("job: " + out.Reason)
 		if out.Stalled == StalledNotice {
-			h.stalled(ctx, c.ID, *next, out, log)
+			h.stalled(ctx, c, *next, out, holder, log)
 		}
 		switch out.Status {
 		case StatusDone:
@@ -171,7 +172,7 @@ func (h *base) runCluster(ctx context.Context, c Cluster, holder string, margin 
 			continue
 		case StatusFailed, StatusSuspicious:
 			// A person must look: say so once, and do not run the same pass again every tick.
-			if err := h.deferJob(ctx, c, *next, out, log); err != nil {
+			if err := h.deferJob(ctx, c, *next, out, holder, log); err != nil {
 				res.Error = err.Error()
 			}
 			run.Jobs = append(run.Jobs, res)
@@ -191,7 +192,8 @@ const StalledNotice = 2
 
 // stalled sends the notice of a job that made no progress StalledNotice invocations in a row. A
 // failed delivery is logged: the job's own outcome stands either way.
-func (h *base) stalled(ctx context.Context, cluster string, j state.JobRecord, out JobOutcome, log *zerolog.Logger) {
+func (h *base) stalled(ctx context.Context, c Cluster, j state.JobRecord, out JobOutcome, holder string, log *zerolog.Logger) {
+	cluster := c.ID
 	n := policy.Notice{
 		Severity: policy.Warning,
 		Title:    fmt.Sprintf("rekey job %s on cluster %s made no progress in %d invocations in a row", j.ID, cluster, out.Stalled),
@@ -205,7 +207,7 @@ func (h *base) stalled(ctx context.Context, cluster string, j state.JobRecord, o
 		Region:  h.deps.Config.Region,
 		Time:    h.deps.Clock.Now(),
 	}
-	h.send(ctx, n, log)
+	h.jobNotice(ctx, c, fmt.Sprintf("%s/stalled/%d", j.ID, out.Stalled), n, holder, log)
 }
 
 // Backoff of a job that ended failed or suspicious: its next run waits RetryBackoff, doubling with
@@ -218,7 +220,7 @@ const (
 // deferJob records a failed or suspicious outcome on the job (state.Store.Defer), moving its next
 // run out by the backoff, and sends one notice per job and kind of outcome naming the cluster, the
 // key and the cause. A notice that cannot be delivered is logged; the deferral stands.
-func (h *base) deferJob(ctx context.Context, c Cluster, j state.JobRecord, out JobOutcome, log *zerolog.Logger) error {
+func (h *base) deferJob(ctx context.Context, c Cluster, j state.JobRecord, out JobOutcome, holder string, log *zerolog.Logger) error {
 	wait := RetryBackoff
 	for i := 0; i < j.Attempts && wait < MaxRetryBackoff; i++ {
 		wait *= 2
@@ -251,18 +253,29 @@ func (h *base) deferJob(ctx context.Context, c Cluster, j state.JobRecord, out J
 		Region:  h.deps.Config.Region,
 		Time:    h.deps.Clock.Now(),
 	}
-	h.send(ctx, n, log)
+	h.jobNotice(ctx, c, j.ID+"/"+string(out.Status), n, holder, log)
 	return nil
 }
 
-// send delivers a notice about a job; a delivery failure is logged at error level (the job's
-// outcome is in the result either way).
-func (h *base) send(ctx context.Context, n policy.Notice, log *zerolog.Logger) {
+// send delivers a notice to the webhook (and the log) once; deliver is how notices are sent.
+func (h *base) send(ctx context.Context, n policy.Notice, log *zerolog.Logger) error {
 	log.Warn().Strs("clusters", n.Clusters).Str("severity", string(n.Severity)).Msg("notice: " + n.Title)
 	if h.deps.Notifier == nil {
-		return
+		return nil
 	}
-	if err := h.deps.Notifier.Send(ctx, n); err != nil {
-		log.Error().Err(err).Strs("clusters", n.Clusters).Msg("the notice was not delivered: " + n.Title)
+	return h.deps.Notifier.Send(ctx, n)
+}
+
+// jobNotice delivers a notice about a job of cluster c through the cluster's outbox (deliver),
+// deduplicated on key; a failure is logged (the job's outcome is in the result either way, and the
+// timer's sweep sends a pending notice again).
+func (h *base) jobNotice(ctx context.Context, c Cluster, key string, n policy.Notice, holder string, log *zerolog.Logger) {
+	o := &opened{order: []string{c.ID}, clusters: map[string]Cluster{c.ID: c}, failed: map[string]error{}}
+	ev := events.DedupKey{Source: jobNoticeSource, ID: key}
+	if _, err := h.deliver(ctx, o, ev, n, holder, false, log); err != nil {
+		log.Warn().Err(err).Str("cluster", c.ID).Msg("job notice pending")
 	}
 }
+
+// jobNoticeSource is the DedupKey source of notices about jobs (not about an event).
+const jobNoticeSource = "rekey.job"

@@ -10,6 +10,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/config"
 	"github.com/rekey-dev/rekey/shared/events"
 	"github.com/rekey-dev/rekey/shared/keyref"
+	keystate "github.com/rekey-dev/rekey/shared/kms"
 )
 
 // Kind is what a decision asks for.
@@ -84,6 +85,9 @@ type Notice struct {
 	// DependentObjects says, per cluster at risk, how many objects depend on the key. Decide leaves
 	// it empty; the rotation function fills it in before a critical KMS alert is sent.
 	DependentObjects []DependentObjects `json:"dependentObjects,omitempty"`
+	// KeyState is the key's state when the notice was sent (DescribeKey: Enabled, Disabled,
+	// PendingDeletion, ...), "" when it could not be read. Decide leaves it empty.
+	KeyState string `json:"keyState,omitempty"`
 }
 
 // DependentObjects is what depends on a key in one cluster when an alert is sent: names and
@@ -434,6 +438,21 @@ func notice(ev events.CloudEvent, sev Severity, key string, clusters []string, a
 		n.Time = when.UTC()
 	}
 	return n
+}
+
+// StateImpact says what a key in state (not Enabled) breaks and what to do: the impact of the
+// timer's key check, which sees the state and no event.
+func StateImpact(state string) string {
+	switch state {
+	case keystate.KeyStateDisabled:
+		return dangerImpact(events.KMSDisableKey)
+	case keystate.KeyStatePendingDeletion:
+		return dangerImpact(events.KMSScheduleKeyDeletion)
+	case keystate.KeyStatePendingImport:
+		return dangerImpact(events.KMSDeleteKeyMaterial)
+	default:
+		return "the key is " + state + ": the API servers cannot use it to decrypt or encrypt Secrets. Make it usable again now"
+	}
 }
 
 func dangerImpact(name string) string {

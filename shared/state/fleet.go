@@ -42,83 +42,73 @@ func (f *Fleet) Store(cluster string) (*Store, bool) {
 // Clusters returns the clusters of the fleet, sorted.
 func (f *Fleet) Clusters() []string { return append([]string(nil), f.order...) }
 
-// Snapshot merges the snapshots of every cluster: an event handled on any cluster counts as
-// handled. Aliases are the caller's to fill in.
-func (f *Fleet) Snapshot(ctx context.Context) (policy.State, error) {
+// Snapshot merges the snapshots of the clusters whose state can be read; the others are returned
+// with their errors, and the merged snapshot does not depend on them. An event counts as handled
+// only when every cluster of the fleet recorded it (Record marks it in every cluster), so that a
+// cluster that missed it decides it again.
+func (f *Fleet) Snapshot(ctx context.Context) (policy.State, map[string]error) {
 	st := policy.State{Handled: map[events.DedupKey]bool{}, Verified: map[policy.Target]string{}}
+	failed := map[string]error{}
+	count := map[events.DedupKey]int{}
+	read := 0
 	for _, c := range f.order {
 		one, err := f.stores[c].Snapshot(ctx)
 		if err != nil {
-			return policy.State{}, err
+			failed[c] = err
+			continue
 		}
+		read++
 		for k := range one.Handled {
-			st.Handled[k] = true
+			count[k]++
 		}
 		for k, v := range one.Verified {
 			st.Verified[k] = v
 		}
 		st.Pending = append(st.Pending, one.Pending...)
 	}
-	return st, nil
+	for k, n := range count {
+		if n == read && len(failed) == 0 {
+			st.Handled[k] = true
+		}
+	}
+	return st, failed
 }
 
-// Record records a decision in the state of every cluster it concerns (its jobs' clusters and its
-// notice's), each store in one atomic update, in cluster order. First comes from the first of those
-// clusters, so that of concurrent deliveries of one event exactly one is First and sends the
-// notice. A decision that concerns no cluster (a note, an ignored event) writes nothing and is
-// First unless ignored.
-func (f *Fleet) Record(ctx context.Context, dec policy.Decision) (Recorded, error) {
+// Record records a decision in every cluster of the fleet, each independently in one atomic update:
+// its jobs in their clusters and, when markHandled, its event as handled everywhere (so that a
+// redelivery is ignored only once every cluster has it). A cluster whose state cannot be written,
+// and a cluster a job names that is not in the fleet (not reachable), is returned with its error;
+// the others are recorded all the same.
+func (f *Fleet) Record(ctx context.Context, dec policy.Decision, markHandled bool) (Recorded, map[string]error) {
+	failed := map[string]error{}
 	if dec.Kind == policy.Ignore {
-		return Recorded{}, nil
+		return Recorded{}, failed
 	}
 	jobs := map[string][]policy.Job{}
 	for _, j := range dec.Jobs {
+		if _, ok := f.stores[j.Cluster]; !ok {
+			failed[j.Cluster] = fmt.Errorf("record decision on event %s: the state of cluster %s is not reachable", dec.Event, j.Cluster)
+			continue
+		}
 		jobs[j.Cluster] = append(jobs[j.Cluster], j)
 	}
-	concerned := map[string]bool{}
-	for c := range jobs {
-		concerned[c] = true
-	}
-	if dec.Notice != nil {
-		for _, c := range dec.Notice.Clusters {
-			concerned[c] = true
-		}
-	}
-	clusters := make([]string, 0, len(concerned))
-	for c := range concerned {
-		if _, ok := f.stores[c]; !ok {
-			return Recorded{}, fmt.Errorf("record decision on event %s: no state store for cluster %s", dec.Event, c)
-		}
-		clusters = append(clusters, c)
-	}
-	sort.Strings(clusters)
-	if len(clusters) == 0 {
-		return Recorded{First: true}, nil
-	}
 	var out Recorded
-	for i, c := range clusters {
-		one := dec
-		one.Jobs = jobs[c]
-		r, err := f.stores[c].Record(ctx, one)
-		if err != nil {
-			return out, err
+	for _, c := range f.order {
+		if len(jobs[c]) == 0 && !markHandled {
+			continue
 		}
-		if i == 0 {
-			out.First = r.First
+		ev := events.DedupKey{}
+		if markHandled {
+			ev = dec.Event
+		}
+		r, err := f.stores[c].record(ctx, ev, jobs[c])
+		if err != nil {
+			failed[c] = err
+			continue
 		}
 		out.Added = append(out.Added, r.Added...)
 		out.Existing = append(out.Existing, r.Existing...)
 		out.AlreadyVerified = append(out.AlreadyVerified, r.AlreadyVerified...)
 	}
-	return out, nil
-}
-
-// Forget removes an event from the handled events of every cluster (see Store.Forget).
-func (f *Fleet) Forget(ctx context.Context, ev events.DedupKey) error {
-	for _, c := range f.order {
-		if err := f.stores[c].Forget(ctx, ev); err != nil {
-			return err
-		}
-	}
-	return nil
+	return out, failed
 }

@@ -2,9 +2,12 @@ package state
 
 import (
 	"context"
-	"strings"
-	"sync"
+	"errors"
 	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/rekey-dev/rekey/shared/events"
 	"github.com/rekey-dev/rekey/shared/policy"
@@ -24,12 +27,9 @@ func TestFleetRoutesDecisionsAndMergesSnapshots(t *testing.T) {
 	}
 
 	dec := rotateDecision("ev-1", job("c1", "key-a", "v2"), job("c2", "key-a", "v2"))
-	r, err := f.Record(ctx, dec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !r.First || len(r.Added) != 2 {
-		t.Fatalf("Record = %+v, want First and a job per cluster", r)
+	r, failed := f.Record(ctx, dec, true)
+	if len(failed) != 0 || len(r.Added) != 2 {
+		t.Fatalf("Record = %+v %v, want a job per cluster", r, failed)
 	}
 	for _, s := range []*Store{s1, s2} {
 		jobs, err := s.Pending(ctx)
@@ -37,63 +37,63 @@ func TestFleetRoutesDecisionsAndMergesSnapshots(t *testing.T) {
 			t.Fatalf("cluster %s pending %+v (%v): want its own job only", s.Cluster(), jobs, err)
 		}
 	}
+	st, failed := f.Snapshot(ctx)
+	if len(failed) != 0 || len(st.Pending) != 2 || !st.Handled[dec.Event] {
+		t.Fatalf("merged snapshot %+v %v", st, failed)
+	}
 
+	// An alert recorded without marking it handled (its notice not delivered yet) is decided again.
 	alert := policy.Decision{Kind: policy.Alert, Event: events.DedupKey{Source: "acs.kms", ID: "ev-2"},
 		Notice: &policy.Notice{Severity: policy.Critical, Clusters: []string{"c2", "c1"}}}
-	var wg sync.WaitGroup
-	firsts := make([]bool, 5)
-	for i := range firsts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := f.Record(ctx, alert)
-			if err != nil {
-				t.Error(err)
-			}
-			firsts[i] = r.First
-		}()
+	if _, failed := f.Record(ctx, alert, false); len(failed) != 0 {
+		t.Fatal(failed)
 	}
-	wg.Wait()
-	n := 0
-	for _, first := range firsts {
-		if first {
-			n++
-		}
+	if st, _ := f.Snapshot(ctx); st.Handled[alert.Event] {
+		t.Fatal("an alert not marked handled counts as handled")
 	}
-	if n != 1 {
-		t.Fatalf("%d of 5 deliveries of one alert were First, want exactly 1 (one notice)", n)
+	if _, failed := f.Record(ctx, alert, true); len(failed) != 0 {
+		t.Fatal(failed)
+	}
+	if st, _ := f.Snapshot(ctx); !st.Handled[alert.Event] {
+		t.Fatal("the alert marked handled on every cluster does not count as handled")
 	}
 
-	st, err := f.Snapshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Pending) != 2 || !st.Handled[dec.Event] || !st.Handled[alert.Event] {
-		t.Fatalf("merged snapshot %+v", st)
-	}
-	// The alert is recorded on every cluster it concerns, not only the first.
-	if s2st, _ := s2.Snapshot(ctx); !s2st.Handled[alert.Event] {
-		t.Fatal("the alert was not recorded on c2")
-	}
-
-	// Delivering the notice failed: forget the event so that FC's retry decides (and alerts) again.
-	if err := f.Forget(ctx, alert.Event); err != nil {
-		t.Fatal(err)
-	}
-	if r, err := f.Record(ctx, alert); err != nil || !r.First {
-		t.Fatalf("Record after Forget: %+v %v, want First again", r, err)
-	}
-	if st, _ := f.Snapshot(ctx); !st.Handled[dec.Event] || len(st.Pending) != 2 {
-		t.Fatalf("Forget touched other events or jobs: %+v", st)
-	}
-
-	if _, err := f.Record(ctx, rotateDecision("ev-3", job("c9", "k", "v"))); err == nil || !strings.Contains(err.Error(), "c9") {
-		t.Fatalf("job for an unknown cluster: %v, want an error naming it", err)
-	}
-	if r, err := f.Record(ctx, policy.Decision{Kind: policy.Note, Event: events.DedupKey{Source: "acs.kms", ID: "n"}}); err != nil || !r.First {
-		t.Fatalf("a note concerns no cluster: %+v %v, want First and no error", r, err)
+	// A job for a cluster the fleet cannot reach is an error for that cluster only.
+	r, failed = f.Record(ctx, rotateDecision("ev-3", job("c9", "k", "v"), job("c1", "k", "v")), true)
+	if len(failed) != 1 || failed["c9"] == nil || len(r.Added) != 1 {
+		t.Fatalf("job for an unreachable cluster: %+v %v, want c9 failed and c1 recorded", r, failed)
 	}
 	if _, err := NewFleet(s1, s1); err == nil {
 		t.Fatal("two stores of one cluster accepted")
+	}
+}
+
+// TestFleetGoesOnPastAClusterThatFails: one cluster's state cannot be written: the others are
+// recorded; its snapshot cannot be read: the others are merged, and no event counts as handled
+// (that cluster may have missed it).
+func TestFleetGoesOnPastAClusterThatFails(t *testing.T) {
+	ctx := context.Background()
+	c1, c2 := rvClient(t), rvClient(t)
+	s1, _ := newStore(t, c1, "c1")
+	s2, _ := newStore(t, c2, "c2")
+	f, err := NewFleet(s1, s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, failed := f.Record(ctx, rotateDecision("ev-0", job("c1", "k", "v1")), true); len(failed) != 0 {
+		t.Fatal(failed)
+	}
+	down := func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("etcd leader changed")
+	}
+	c2.PrependReactor("*", "configmaps", down)
+	r, failed := f.Record(ctx, rotateDecision("ev-1", job("c1", "k", "v2"), job("c2", "k", "v2")), true)
+	if len(failed) != 1 || failed["c2"] == nil || len(r.Added) != 1 || r.Added[0].Cluster != "c1" {
+		t.Fatalf("Record with c2 down: %+v %v", r, failed)
+	}
+	st, failed := f.Snapshot(ctx)
+	var se apierrors.APIStatus
+	if len(failed) != 1 || !errors.As(failed["c2"], &se) || len(st.Pending) != 2 || len(st.Handled) != 0 {
+		t.Fatalf("snapshot with c2 down: %+v %v: want c1's jobs, nothing handled, c2 named", st, failed)
 	}
 }

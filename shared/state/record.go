@@ -18,10 +18,9 @@ import (
 
 // Recorded is what Record changed.
 type Recorded struct {
-	// First is true when this call recorded the decision's event as handled: of several concurrent
-	// or repeated deliveries of one event exactly one gets First, and only it should send the
-	// decision's notice.
-	First bool `json:"first"`
+	// First is true when this call recorded the decision's event as handled (Store.Record; a Fleet
+	// does not say: notices are deduplicated by the outbox).
+	First bool `json:"first,omitempty"`
 	// Added are the jobs this call added.
 	Added []JobRecord `json:"added,omitempty"`
 	// Existing are the decision's jobs that were already pending (the same cluster, key and version).
@@ -206,27 +205,6 @@ func (s *Store) record(ctx context.Context, ev events.DedupKey, jobs []policy.Jo
 		return Recorded{}, fmt.Errorf("record in cluster %s: %w", s.cluster, err)
 	}
 	return out, nil
-}
-
-// Forget removes an event from the handled events, so that its next delivery is decided again:
-// call it when acting on a First decision failed transiently (its notice could not be delivered)
-// before returning the error that makes Function Compute retry. Jobs stay recorded.
-func (s *Store) Forget(ctx context.Context, ev events.DedupKey) error {
-	err := s.modify(ctx, func(d *document) (bool, error) {
-		kept := d.Handled[:0]
-		for _, h := range d.Handled {
-			if h.DedupKey != ev {
-				kept = append(kept, h)
-			}
-		}
-		changed := len(kept) != len(d.Handled)
-		d.Handled = kept
-		return changed, nil
-	})
-	if err != nil {
-		return fmt.Errorf("forget event %s in cluster %s: %w", ev, s.cluster, err)
-	}
-	return nil
 }
 
 // Complete records that job finished: every Secret of its cluster is re-encrypted under version

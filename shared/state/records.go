@@ -60,6 +60,8 @@ const (
 	keyVerified = "verified.json"
 	keyJobs     = "jobs.json"
 	keyHandled  = "handled.json"
+	keyOutbox   = "outbox.json"
+	keyKeys     = "keys.json"
 	formatV1    = "rekey-state/v1"
 )
 
@@ -68,6 +70,8 @@ type document struct {
 	Verified []Verified
 	Jobs     []JobRecord
 	Handled  []HandledEvent
+	Outbox   []OutboxEntry
+	Keys     []KeySeen
 }
 
 func decodeState(cm *corev1.ConfigMap) (document, error) {
@@ -78,7 +82,7 @@ func decodeState(cm *corev1.ConfigMap) (document, error) {
 	if f := cm.Data[keyFormat]; f != "" && f != formatV1 {
 		return d, fmt.Errorf("configmap %s/%s: format %q, want %q (written by a newer rekey?)", cm.Namespace, cm.Name, f, formatV1)
 	}
-	for key, into := range map[string]any{keyVerified: &d.Verified, keyJobs: &d.Jobs, keyHandled: &d.Handled} {
+	for key, into := range map[string]any{keyVerified: &d.Verified, keyJobs: &d.Jobs, keyHandled: &d.Handled, keyOutbox: &d.Outbox, keyKeys: &d.Keys} {
 		raw := cm.Data[key]
 		if raw == "" {
 			continue
@@ -92,7 +96,7 @@ func decodeState(cm *corev1.ConfigMap) (document, error) {
 
 func (d document) encode() (map[string]string, error) {
 	out := map[string]string{keyFormat: formatV1}
-	for key, v := range map[string]any{keyVerified: d.Verified, keyJobs: d.Jobs, keyHandled: d.Handled} {
+	for key, v := range map[string]any{keyVerified: d.Verified, keyJobs: d.Jobs, keyHandled: d.Handled, keyOutbox: d.Outbox, keyKeys: d.Keys} {
 		b, err := json.Marshal(v)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s: %w", key, err)
@@ -152,4 +156,5 @@ func (d *document) prune(now time.Time, limit int, ttl time.Duration) {
 		kept = kept[len(kept)-limit:]
 	}
 	d.Handled = kept
+	d.pruneOutbox(now)
 }

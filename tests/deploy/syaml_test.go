@@ -11,6 +11,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/robfig/cron/v3"
 
 	"github.com/rekey-dev/rekey/infra/local/eventbridge"
 	"github.com/rekey-dev/rekey/infra/local/sconfig"
@@ -138,45 +141,108 @@ func buildFunction(t *testing.T, name string, a sconfig.Action, pkg, code string
 	}
 }
 
-func TestSYamlTimerInsideWindow(t *testing.T) {
-	fn, _ := load(t).Function("offpeak")
-	var timers []sconfig.TimerConfig
+// timers returns the offpeak function's timer triggers by name.
+func timers(t *testing.T, fn sconfig.Function) map[string]sconfig.TimerConfig {
+	t.Helper()
+	out := map[string]sconfig.TimerConfig{}
 	for _, tr := range fn.Triggers {
 		if tr.TriggerType == sconfig.TriggerTimer {
 			c, err := tr.Timer()
 			if err != nil {
 				t.Fatal(err)
 			}
-			timers = append(timers, c)
+			out[tr.TriggerName] = c
 		}
 	}
-	if len(timers) != 1 || !timers[0].Enable {
-		t.Fatalf("offpeak: %d timers (%+v), want one enabled", len(timers), timers)
-	}
-	loc, expr, err := timers[0].Schedule()
+	return out
+}
+
+// fires lists when a timer fires over one day starting at day (in the timer's zone).
+func fires(t *testing.T, c sconfig.TimerConfig, day time.Time) (*time.Location, []time.Time) {
+	t.Helper()
+	loc, expr, err := c.Schedule()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loc.String() != config.DefaultTimezone {
-		t.Fatalf("timer zone %s, want REKEY_TIMEZONE's default %s", loc, config.DefaultTimezone)
+	sched, err := cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow).Parse(expr)
+	if err != nil {
+		t.Fatalf("cron %q: %v", expr, err)
 	}
-	w, err := config.ParseWindow(config.DefaultWindow, loc)
+	start := time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, loc)
+	var out []time.Time
+	for at := sched.Next(start.Add(-time.Second)); at.Before(start.Add(24 * time.Hour)); at = sched.Next(at) {
+		out = append(out, at)
+	}
+	return loc, out
+}
+
+// TestSYamlTimersAgreeWithTheWindow: the 'offpeak' timer fires only inside REKEY_WINDOW, in
+// REKEY_TIMEZONE (the defaults s.yaml deploys), and leaves no gap of more than 10 minutes inside it
+// (window start and end included); the 'watch' timer fires all day, at most 5 minutes apart (an
+// immediate-mode job starts within REKEY_SETTLE plus 5 minutes). A cron changed without the window,
+// or the window without the cron, fails here.
+func TestSYamlTimersAgreeWithTheWindow(t *testing.T) {
+	fn, _ := load(t).Function("offpeak")
+	ts := timers(t, fn)
+	off, watch := ts["offpeak"], ts["watch"]
+	if len(ts) != 2 || !off.Enable || !watch.Enable {
+		t.Fatalf("offpeak timers %+v, want 'offpeak' and 'watch', enabled", ts)
+	}
+	zone := defaultOf(t, fn, config.EnvTimezone)
+	loc, err := time.LoadLocation(zone)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 6 fields: second minute hour day month weekday. Every hour the cron names must be inside the
-	// default window, first and last minute included.
-	f := strings.Fields(expr)
-	if len(f) != 6 || f[0] != "0" || f[2] == "*" {
-		t.Fatalf("cron %q: want 6 fields with explicit hours", expr)
+	w, err := config.ParseWindow(defaultOf(t, fn, config.EnvWindow), loc)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, h := range expandHours(t, f[2]) {
-		for _, m := range []int{0, 59} {
-			if at := mustDate(loc, h, m); !w.Contains(at) {
-				t.Errorf("cron %q fires at %s, outside the default window %s", expr, at.Format("15:04"), w)
-			}
+	day := time.Date(2026, 11, 28, 0, 0, 0, 0, loc)
+	for name, c := range ts {
+		if tz, _, err := c.Schedule(); err != nil || tz.String() != zone {
+			t.Errorf("timer %s: zone %v (%v), want REKEY_TIMEZONE %s", name, tz, err, zone)
 		}
 	}
+	_, at := fires(t, off, day)
+	if len(at) == 0 {
+		t.Fatal("the offpeak timer never fires")
+	}
+	for _, x := range at {
+		if !w.Contains(x) {
+			t.Errorf("the offpeak timer fires at %s, outside REKEY_WINDOW %s", x.Format("15:04"), w)
+		}
+	}
+	// Gaps inside the window: from its start to the first tick, between ticks, from the last to its end.
+	start := day.Add(time.Duration(w.Start) * time.Minute)
+	end := start.Add(w.Left(start))
+	prev := start
+	for _, x := range append(at, end) {
+		if gap := x.Sub(prev); gap > 10*time.Minute {
+			t.Errorf("the offpeak timer leaves %s without a tick inside the window (%s to %s)", gap, prev.Format("15:04"), x.Format("15:04"))
+		}
+		prev = x
+	}
+	_, all := fires(t, watch, day)
+	prev = day
+	for _, x := range append(all, day.Add(24*time.Hour)) {
+		if gap := x.Sub(prev); gap > 5*time.Minute {
+			t.Errorf("the watch timer leaves %s without a tick (%s to %s)", gap, prev.Format("15:04"), x.Format("15:04"))
+		}
+		prev = x
+	}
+	if !strings.Contains(off.Payload, `"mode":"offpeak"`) || !strings.Contains(watch.Payload, `"mode":"watch"`) {
+		t.Errorf("payloads %q and %q: want the modes the handler reads", off.Payload, watch.Payload)
+	}
+}
+
+// defaultOf is the value s.yaml deploys for a variable when the shell does not set it.
+func defaultOf(t *testing.T, fn sconfig.Function, name string) string {
+	t.Helper()
+	v, ok := fn.EnvironmentVariables[name]
+	if !ok || v == "" {
+		t.Fatalf("%s is not in the offpeak function's environment", name)
+	}
+	return v
 }
 
 func TestSYamlEventBridgeTriggers(t *testing.T) {

@@ -176,14 +176,24 @@ func (c *collector) list() []Invocation {
 	return append([]Invocation(nil), c.calls...)
 }
 
-// Tick fires the only timer trigger of s.yaml with triggerTime, as Function Compute would at that
-// instant, and returns the attempts of the asynchronous invocation (retries included); the error
-// is the last attempt's.
+// Timer triggers of s.yaml the twin fires by name.
+const (
+	// OffPeakTimer runs jobs inside the window.
+	OffPeakTimer = "offpeak"
+	// WatchTimer fires all day: the checks, and the jobs in immediate mode.
+	WatchTimer = "watch"
+)
+
+// Tick fires s.yaml's off-peak timer (OffPeakTimer) with triggerTime, as Function Compute would at
+// that instant, and returns the attempts of the asynchronous invocation (retries included); the
+// error is the last attempt's.
 func (t *Twin) Tick(ctx context.Context, triggerTime time.Time) ([]Invocation, error) {
-	if len(t.timers) != 1 {
-		return nil, fmt.Errorf("twin: s.yaml has %d timer triggers, want exactly one (use Fire)", len(t.timers))
-	}
-	return t.Fire(ctx, t.timers[0], triggerTime)
+	return t.Fire(ctx, OffPeakTimer, triggerTime)
+}
+
+// Watch fires s.yaml's all-day timer (WatchTimer) with triggerTime.
+func (t *Twin) Watch(ctx context.Context, triggerTime time.Time) ([]Invocation, error) {
+	return t.Fire(ctx, WatchTimer, triggerTime)
 }
 
 // Fire fires the named timer trigger with triggerTime and returns its invocations.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func TestTwinHarness(t *testing.T) {
 		tw.Functions[1].Name != "rekey-rotation" || tw.Functions[1].Timeout != 120*time.Second {
 		t.Fatalf("functions %+v", tw.Functions)
 	}
-	if got := tw.Timers(); len(got) != 1 || got[0] != "offpeak" {
+	if got := tw.Timers(); !slices.Equal(got, []string{OffPeakTimer, WatchTimer}) {
 		t.Fatalf("timers %v", got)
 	}
 

@@ -44,12 +44,13 @@ type Fake struct {
 	// a k8s.io/utils/clock/testing fake.
 	Clock clock.PassiveClock
 
-	mu     sync.Mutex
-	keys   map[string]*fakeKey
-	calls  map[Op]int
-	queued map[Op][]error
-	sticky map[Op]error
-	hooks  map[Op]func(ctx context.Context) error
+	mu      sync.Mutex
+	keys    map[string]*fakeKey
+	aliases map[string]string // "alias/<name>" -> key ID
+	calls   map[Op]int
+	queued  map[Op][]error
+	sticky  map[Op]error
+	hooks   map[Op]func(ctx context.Context) error
 }
 
 type fakeKey struct {
@@ -62,12 +63,13 @@ var _ kms.Client = (*Fake)(nil)
 // New returns a Fake without keys.
 func New() *Fake {
 	return &Fake{
-		Clock:  clock.RealClock{},
-		keys:   map[string]*fakeKey{},
-		calls:  map[Op]int{},
-		queued: map[Op][]error{},
-		sticky: map[Op]error{},
-		hooks:  map[Op]func(context.Context) error{},
+		Clock:   clock.RealClock{},
+		keys:    map[string]*fakeKey{},
+		aliases: map[string]string{},
+		calls:   map[Op]int{},
+		queued:  map[Op][]error{},
+		sticky:  map[Op]error{},
+		hooks:   map[Op]func(context.Context) error{},
 	}
 }
 
@@ -108,6 +110,27 @@ func (f *Fake) Rotate(keyID string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.mustKey(keyID).addVersion(f.now())
+}
+
+// SetAlias points alias ("alias/<name>") at a key, as CreateAlias and UpdateAlias do; DescribeKey
+// then resolves it (and an alias ARN) to that key.
+func (f *Fake) SetAlias(alias, keyID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mustKey(keyID)
+	f.aliases[alias] = keyID
+}
+
+// lookup finds a key by ID, alias, key ARN or alias ARN. Called with mu held.
+func (f *Fake) lookup(ref string) (*fakeKey, bool) {
+	if i := strings.LastIndex(ref, ":"); strings.HasPrefix(ref, "acs:kms:") && i >= 0 {
+		ref = strings.TrimPrefix(ref[i+1:], "key/")
+	}
+	if id, ok := f.aliases[ref]; ok {
+		ref = id
+	}
+	k, ok := f.keys[ref]
+	return k, ok
 }
 
 // SetState sets the key's state (kms.KeyStateEnabled, KeyStateDisabled, KeyStatePendingDeletion...).
@@ -243,7 +266,7 @@ func (f *Fake) DescribeKey(ctx context.Context, keyID string) (kms.KeyMetadata, 
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k, ok := f.keys[keyID]
+	k, ok := f.lookup(keyID)
 	if !ok {
 		return kms.KeyMetadata{}, fmt.Errorf("kms describe key %s: %w", kms.Redact(keyID), errKeyNotFound())
 	}
