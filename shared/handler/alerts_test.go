@@ -243,6 +243,33 @@ func TestAnEventAlertIsNotRepeatedByTheTimer(t *testing.T) {
 	}
 }
 
+// TestAnEventRecoveryIsNotRepeatedByTheTimer: the timer found the key Disabled and alerted;
+// EnableKey's event sends the recovery notice; the next ticks send no second recovery (the e2e
+// twin saw one before the fix: an extra notice at the next tick).
+func TestAnEventRecoveryIsNotRepeatedByTheTimer(t *testing.T) {
+	e := newEnv(t, nil)
+	e.kms.SetState(keyA, kms.KeyStateDisabled)
+	if _, err := e.offpeak().Handle(fcContext("tick-disabled"), timerPayload(t, outside)); err != nil {
+		t.Fatal(err)
+	}
+	e.kms.SetState(keyA, kms.KeyStateEnabled)
+	if _, err := e.rotation().Handle(fcContext("ev"), kmsEvent(t, "EnableKey", "ev-enable")); err != nil {
+		t.Fatal(err)
+	}
+	if e.sentCount() != 2 || e.notifier.sent[1].KeyState != kms.KeyStateEnabled {
+		t.Fatalf("after the timer's alert and EnableKey: %+v, want the critical notice and the event's recovery", e.notifier.sent)
+	}
+	for i := range 2 {
+		e.clock.Step(5 * time.Minute)
+		if _, err := e.offpeak().Handle(fcContext(fmt.Sprintf("tick-%d", i)), timerPayload(t, outside)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.sentCount() != 2 {
+		t.Fatalf("%d notices, want 2: the timer repeated the recovery %+v", e.sentCount(), e.notifier.sent[2:])
+	}
+}
+
 // TestKeysAreMatchedByIdentity: a key configured by ID matches events naming it by alias and by
 // ARN (DisableKey, CreateKeyVersion); a key configured by alias whose alias moves to another key is
 // reported.

@@ -120,21 +120,26 @@ func (h *base) keyNoticeLine(ctx context.Context, o *opened, ev events.DedupKey,
 	return n.Title + ": " + status
 }
 
-// recordAlerted notes in the reachable clusters using the key that a critical notice about its
-// state went out (an event's alert), so that the timer's key check does not repeat it within the
-// day.
+// recordAlerted notes in the reachable clusters using the key the key's state an event's delivered
+// notice stated: after a critical notice (the key is not Enabled) the timer's key check does not
+// repeat it within the day; after a notice that found the key Enabled (EnableKey's recovery) the
+// timer does not announce that recovery a second time.
 func (h *base) recordAlerted(ctx context.Context, o *opened, n policy.Notice, log *zerolog.Logger) {
-	if n.Severity != policy.Critical || n.KeyState == "" || n.KeyState == kms.KeyStateEnabled {
+	if n.KeyState == "" || (n.KeyState != kms.KeyStateEnabled && n.Severity != policy.Critical) {
 		return
 	}
 	now := h.deps.Clock.Now()
+	notified := now
+	if n.KeyState == kms.KeyStateEnabled {
+		notified = time.Time{}
+	}
 	for _, id := range n.Clusters {
 		c, ok := o.clusters[id]
 		t, configured := h.deps.Config.Target(id)
 		if !ok || !configured {
 			continue
 		}
-		if _, _, err := c.Store.SeeKey(ctx, state.KeySeen{Key: t.Key, State: n.KeyState, Since: now, Notified: now}); err != nil {
+		if _, _, err := c.Store.SeeKey(ctx, state.KeySeen{Key: t.Key, State: n.KeyState, Since: now, Notified: notified}); err != nil {
 			log.Warn().Err(err).Str("cluster", id).Msg("record the key's state")
 		}
 	}

@@ -71,7 +71,16 @@ type KeyCheck struct {
 	Reason string `json:"reason,omitempty"`
 	// Job is the job added or found pending.
 	Job string `json:"job,omitempty"`
+	// BehindSeconds is how long the cluster has been behind the primary version: since its first
+	// pending job for the key was recorded (0 when current). The log line carries it for the Log
+	// Service alert "a rotation not verified within 48 h" (infra/sls).
+	BehindSeconds float64 `json:"behindSeconds,omitempty"`
 }
+
+// CheckLogFields are the fields of the version check's log line ("version check: <result>"),
+// besides level, time, message, function and requestId: infra/sls/index.json indexes them (the alert
+// on a rotation not verified within 48 h reads behindSeconds).
+var CheckLogFields = []string{"cluster", "key", "primary", "verified", "job", "result", "behindSeconds"}
 
 // Version check results.
 const (
@@ -117,7 +126,7 @@ func (h *OffPeak) Handle(ctx context.Context, payload []byte) (OffPeakResult, er
 			ev = log.Warn()
 		}
 		ev.Str("cluster", k.Cluster).Str("key", alicloud.Redact(k.Key)).Str("primary", k.Primary).Str("verified", k.Verified).
-			Str("job", k.Job).Msg("version check: " + k.Result + reasonSuffix(k.Reason))
+			Str("job", k.Job).Str("result", k.Result).Float64("behindSeconds", k.BehindSeconds).Msg("version check: " + k.Result + reasonSuffix(k.Reason))
 	}
 	res.Notices = append(h.watchKeys(ctx, o, inv.RequestID, &log), h.sweep(ctx, o, inv.RequestID, &log)...)
 
@@ -130,6 +139,7 @@ func (h *OffPeak) Handle(ctx context.Context, payload []byte) (OffPeakResult, er
 			var cancel context.CancelFunc
 			jctx, cancel = context.WithTimeoutCause(ctx, left, fmt.Errorf("the off-peak window %s ends", h.deps.Config.Window))
 			defer cancel()
+			jctx = withWindowEnd(jctx, h.deps.Clock.Now().Add(left))
 		}
 		runs, err := h.runDue(jctx, o, inv.RequestID, margin, &log)
 		res.Clusters = runs
@@ -236,6 +246,12 @@ func (h *OffPeak) checkOne(ctx context.Context, o *opened, cluster, key string, 
 	if err != nil {
 		return fmt.Errorf("pending jobs of cluster %s: %w", cluster, err)
 	}
+	now := h.deps.Clock.Now()
+	for _, j := range pending {
+		if j.Key == key && !j.Created.IsZero() {
+			kc.BehindSeconds = max(kc.BehindSeconds, now.Sub(j.Created).Round(time.Second).Seconds())
+		}
+	}
 	for _, j := range pending {
 		// A job for this version, or for "the primary at run time", already covers it.
 		if j.Key == key && (j.Version == m.PrimaryKeyVersion || j.Version == "") {
@@ -247,7 +263,7 @@ func (h *OffPeak) checkOne(ctx context.Context, o *opened, cluster, key string, 
 	if kc.Verified == "" {
 		reason = fmt.Sprintf("primary version %s, nothing verified yet on this cluster (first run)", m.PrimaryKeyVersion)
 	}
-	notBefore := h.deps.Clock.Now()
+	notBefore := now
 	if !m.LastRotationDate.IsZero() && kc.Verified != "" {
 		// Give the API servers the same settle delay as after a rotation event.
 		notBefore = m.LastRotationDate.Add(h.deps.Config.Settle)

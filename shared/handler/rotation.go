@@ -129,8 +129,10 @@ func (r *Rotation) Handle(ctx context.Context, payload []byte) (RotationResult, 
 			if err != nil {
 				delivered = false
 				faults = append(faults, err)
-			} else if dangerous(d) {
-				r.recordAlerted(ctx, o, *d.Notice, &log) // the timer's key check need not repeat it today
+			} else {
+				// The timer's key check need not repeat it today, nor announce a recovery
+				// this event's notice already announced.
+				r.recordAlerted(ctx, o, *d.Notice, &log)
 			}
 		}
 		// The event counts as handled only once its notice is out: a retry decides it again.

@@ -39,7 +39,11 @@ type JobResult struct {
 	// Completed lists the pending jobs the verified version satisfied (removed from the state),
 	// the job itself included.
 	Completed []string `json:"completed,omitempty"`
-	Error     string   `json:"error,omitempty"`
+	// Evidence is the ID of the evidence record that holds the outcome ("" when none was kept);
+	// EvidenceError says what went wrong keeping it.
+	Evidence      string `json:"evidence,omitempty"`
+	EvidenceError string `json:"evidenceError,omitempty"`
+	Error         string `json:"error,omitempty"`
 }
 
 // Cluster statuses besides the job statuses.
@@ -127,6 +131,7 @@ func (h *base) runCluster(ctx context.Context, c Cluster, holder string, margin 
 		}
 		tried[next.ID] = true
 		res := JobResult{ID: next.ID, Key: next.Key, Version: next.Version}
+		prev := verifiedBefore(ctx, c.Store, next.Key)
 		out, err := h.deps.Run(ctx, JobRequest{Job: *next, Target: target, Cluster: c, Holder: holder, StopMargin: margin, Logger: log})
 		if err != nil {
 			res.Error = err.Error()
@@ -140,6 +145,9 @@ func (h *base) runCluster(ctx context.Context, c Cluster, holder string, margin 
 			ev = log.Warn()
 		}
 		ev.Str("cluster", c.ID).Str("job", next.ID).Str("status", string(out.Status)).Str("verifiedVersion", out.VerifiedVersion).Msg("job: " + out.Reason)
+		if wantsEvidence(out.Status, endsWindow(ctx, h.deps.Clock.Now(), margin)) {
+			res.Evidence, res.EvidenceError = h.keepEvidence(ctx, c, *next, prev, out, log)
+		}
 		if out.Stalled == StalledNotice {
 			h.stalled(ctx, c, *next, out, holder, log)
 		}

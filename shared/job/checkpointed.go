@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rekey-dev/rekey/shared/adoption"
 	"github.com/rekey-dev/rekey/shared/panics"
 	"github.com/rekey-dev/rekey/shared/policy"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
@@ -37,6 +38,10 @@ const (
 	NoteConverged = "converged"
 	// NoteRoutes holds the phase's counts per API server replica (JSON []reencrypt.RouteSummary).
 	NoteRoutes = "routes"
+	// NotePhases holds when each phase of the job ran (JSON []PhaseTime), over every invocation.
+	NotePhases = "phases"
+	// NoteAdoption holds the adoption gate's evidence (JSON adoption.Evidence).
+	NoteAdoption = "adoption"
 )
 
 // checkpointed is a job with State: under the cluster's Lease, resumable from its checkpoint, and
@@ -109,14 +114,20 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 	out.Phase = t.cur.Phase
 
 	if t.cur.Notes[NoteGated] != r.primary && r.gateNeeded(d) {
+		t.phaseStart(PhaseGate, r.deps.Clock.Now())
 		ev, err := r.gate(sctx)
 		if err != nil {
 			return r.gateFailed(sctx, out, err), nil
 		}
+		t.phaseEnd(PhaseGate, r.deps.Clock.Now())
 		out.Adoption = ev
 		t.note(NoteGated, r.primary)
 		t.note(NoteProved, strconv.FormatBool(ev.Direct))
+		if b, err := json.Marshal(ev); err == nil {
+			t.note(NoteAdoption, string(b))
+		}
 	}
+	defer func() { t.fill(&out) }()
 	if rot != nil {
 		rot.ProvedBefore = t.cur.Notes[NoteProved] == "true"
 	}
@@ -127,6 +138,7 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 	t.note(NoteStrategy, string(strategy))
 
 	if t.cur.Phase == state.PhasePass {
+		t.phaseStart(string(state.PhasePass), r.deps.Clock.Now())
 		s, err := r.resumable(wctx, t, strategy, margin, true)
 		out.Summary = &s
 		if err != nil {
@@ -146,6 +158,7 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 			return r.settle(ctx, t, out)
 		}
 		b, _ := json.Marshal(total)
+		t.phaseEnd(string(state.PhasePass), r.deps.Clock.Now())
 		t.startPhase(state.PhaseConvergence)
 		t.note(NotePass, string(b))
 		if err := t.flush(wctx); err != nil {
@@ -155,6 +168,7 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 	}
 
 	for restarts := 0; t.cur.Notes[NoteConverged] != "true"; {
+		t.phaseStart(string(state.PhaseConvergence), r.deps.Clock.Now())
 		s, err := r.resumable(wctx, t, reencrypt.Rewrite, margin, false)
 		out.Convergence = &s
 		routes := t.addRoutes(s.Routes)
@@ -189,6 +203,7 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 			return r.settle(ctx, t, out)
 		}
 		t.complete(total)
+		t.phaseEnd(string(state.PhaseConvergence), r.deps.Clock.Now())
 		if err := t.flush(wctx); err != nil {
 			return r.interrupted(ctx, wctx, t, out, err)
 		}
@@ -199,7 +214,9 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 	}
 	conv := &reencrypt.Summary{Strategy: reencrypt.Rewrite, Complete: true, Total: t.cur.Counts,
 		Resources: []reencrypt.ResourceSummary{{Resource: "all", Counts: t.cur.Counts}}, Routes: t.routes()}
+	t.phaseStart(PhaseVerifier, r.deps.Clock.Now())
 	report, err := r.verifier(sctx, conv)
+	t.phaseEnd(PhaseVerifier, r.deps.Clock.Now())
 	if err != nil {
 		if sctx.Err() != nil {
 			return r.interrupted(ctx, wctx, t, out, context.Cause(sctx))
@@ -224,6 +241,7 @@ func (r *runner) checkpointed(ctx context.Context) (out Outcome, err error) {
 		out.Reason = "the verifier FAILs: " + strings.Join(report.Reasons, "; ") + "; the converged pass is kept"
 		return r.settle(ctx, t, out)
 	case report.Verdict != verify.Pass:
+		t.fill(&out) // what this run of the job did, before the restart forgets it
 		t.restart(state.PhasePass)
 		out.Status, out.Reason = StatusFailed, "the verifier FAILs: "+verifyProblems(report)+"; the job starts over on its next invocation"
 		return r.settle(ctx, t, out)
@@ -480,6 +498,9 @@ func (t *tracker) startPhase(p state.Phase) {
 	delete(notes, NoteConverged)
 	delete(notes, NoteRoutes)
 	if p == state.PhasePass {
+		delete(notes, NotePhases)
+	}
+	if p == state.PhasePass {
 		delete(notes, NotePass)
 	}
 	t.cur = state.Checkpoint{Phase: p, Notes: notes, Invocations: 1}
@@ -497,6 +518,68 @@ func (t *tracker) restart(p state.Phase) {
 	if p == state.PhasePass {
 		delete(t.cur.Notes, NoteGated)
 		delete(t.cur.Notes, NoteProved)
+		delete(t.cur.Notes, NoteAdoption)
+	}
+}
+
+// phaseStart notes when phase first started (kept across invocations and restarts of the phase).
+func (t *tracker) phaseStart(phase string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := decodePhases(t.cur.Notes[NotePhases])
+	for _, p := range ps {
+		if p.Name == phase {
+			return
+		}
+	}
+	ps = append(ps, PhaseTime{Name: phase, StartedAt: at})
+	b, _ := json.Marshal(ps)
+	t.cur.Notes[NotePhases] = string(b)
+}
+
+// phaseEnd notes when phase ended (the last time).
+func (t *tracker) phaseEnd(phase string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := decodePhases(t.cur.Notes[NotePhases])
+	for i := range ps {
+		if ps[i].Name == phase {
+			ps[i].EndedAt = at
+		}
+	}
+	b, _ := json.Marshal(ps)
+	t.cur.Notes[NotePhases] = string(b)
+}
+
+func decodePhases(s string) []PhaseTime {
+	var out []PhaseTime
+	if s != "" {
+		_ = json.Unmarshal([]byte(s), &out) // a note rekey wrote; a bad one counts as none
+	}
+	return out
+}
+
+// fill puts into out what the checkpoint knows of the whole job: its phases, the finished pass's
+// totals, and the adoption evidence found by an earlier invocation. What out already holds stays.
+func (t *tracker) fill(out *Outcome) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if out.Phases == nil {
+		out.Phases = decodePhases(t.cur.Notes[NotePhases])
+	}
+	if s := t.cur.Notes[NotePass]; s != "" && out.PassTotal == nil {
+		var c reencrypt.Counts
+		if json.Unmarshal([]byte(s), &c) == nil {
+			out.PassTotal = &c
+		}
+	}
+	if out.Adoption == nil {
+		if s := t.cur.Notes[NoteAdoption]; s != "" {
+			var ev adoption.Evidence
+			if json.Unmarshal([]byte(s), &ev) == nil {
+				out.Adoption = &ev
+			}
+		}
 	}
 }
 

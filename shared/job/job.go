@@ -198,10 +198,28 @@ type Outcome struct {
 	// counts such Runs in a row for the job, this one included.
 	NoProgress string `json:"noProgress,omitempty"`
 	Stalled    int    `json:"stalled,omitempty"`
+	// Phases say when each phase of the job ran, over all its invocations (with State).
+	Phases []PhaseTime `json:"phases,omitempty"`
+	// PassTotal is the whole pass's counts over all its invocations, once it finished (with State).
+	PassTotal *reencrypt.Counts `json:"passTotal,omitempty"`
 	// Err is the fault behind a failed or partial outcome, for callers that map it to an exit code
 	// (*SpecError, *cluster.AccessError, *reencrypt.PermissionError, the adoption gate's error,
 	// reencrypt.ErrStopped, ctx's error).
 	Err error `json:"-"`
+}
+
+// Phases of a job's timeline (PhaseTime.Name), besides state.PhasePass and state.PhaseConvergence.
+const (
+	PhaseGate     = "gate"
+	PhaseVerifier = "verifier"
+)
+
+// PhaseTime is when one phase of a job ran: from its first start to its last end, over every
+// invocation (EndedAt zero while it has not ended).
+type PhaseTime struct {
+	Name      string    `json:"name"`
+	StartedAt time.Time `json:"startedAt"`
+	EndedAt   time.Time `json:"endedAt,omitzero"`
 }
 
 // SpecError reports a job that cannot run as specified (an unknown resource, invalid options): a

@@ -242,6 +242,10 @@ func snippet(b []byte) string {
 }
 
 // logNotice writes the notice to the log, the fallback channel.
+// LogFields are the fields of a notice's log line (message "notice") that infra/sls/index.json
+// indexes: the alert on critical key notices reads severity.
+var LogFields = []string{"severity", "title", "key", "clusters", "event", "recordId"}
+
 func (s *Sender) logNotice(n policy.Notice) {
 	level := zerolog.InfoLevel
 	switch n.Severity {

@@ -326,3 +326,35 @@ func TestContextEndStopsRetries(t *testing.T) {
 		t.Fatalf("err %v after %d posts, want a failure after 1", err, rc.calls.Load())
 	}
 }
+
+// TestNoticeLogLineHasTheIndexedFields: the Log Service alert on critical notices (infra/sls)
+// reads these fields of the "notice" line.
+func TestNoticeLogLineHasTheIndexedFields(t *testing.T) {
+	rc := newReceiver(status(http.StatusOK, "ok"))
+	hook := genericServer(t, rc)
+	var b bytes.Buffer
+	n := notice
+	n.Severity, n.RecordID = policy.Critical, "trail-event-1"
+	if err := New(hook, zerolog.New(&b)).Send(context.Background(), n); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	<-rc.bodies
+	var line map[string]any
+	for _, l := range bytes.Split(bytes.TrimSpace(b.Bytes()), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil && m["message"] == "notice" {
+			line = m
+		}
+	}
+	if line == nil {
+		t.Fatalf("no notice line in %s", b.String())
+	}
+	for _, f := range LogFields {
+		if _, ok := line[f]; !ok {
+			t.Errorf("notice line lacks %q: %v", f, line)
+		}
+	}
+	if line["severity"] != "critical" {
+		t.Fatalf("severity = %v", line["severity"])
+	}
+}

@@ -57,6 +57,22 @@ type Job struct {
 	// Baseline marks the first job of a cluster (nothing verified yet, no rotation observed since
 	// rekey started watching): its pass is not judged suspicious when it rewrites nothing.
 	Baseline bool `json:"baseline,omitempty"`
+	// Trigger describes the event that asked for the job (nil for the timer's version check).
+	Trigger *Trigger `json:"trigger,omitempty"`
+}
+
+// Trigger describes the event behind a job, for its evidence record: the API called, by whom, when,
+// and its ActionTrail eventId.
+type Trigger struct {
+	Name     string    `json:"name,omitempty"`
+	Actor    string    `json:"actor,omitempty"`
+	RecordID string    `json:"recordId,omitempty"`
+	Time     time.Time `json:"time,omitzero"`
+}
+
+// triggerOf describes ev for a job.
+func triggerOf(ev events.CloudEvent, when time.Time) *Trigger {
+	return &Trigger{Name: ev.Record.EventName, Actor: actor(ev.Record.UserIdentity), RecordID: ev.Record.EventID, Time: when.UTC()}
 }
 
 // Notice is the content of an alert or a recovery notice, for the webhook and the log. It holds names
@@ -275,6 +291,7 @@ func decideKMS(d Decision, ev events.CloudEvent, cfg config.Config, st State) De
 				Version:   version,
 				Reason:    fmt.Sprintf("%s on key %s (event %s)", rec.EventName, ref, ev.DedupKey()),
 				NotBefore: when.Add(cfg.Settle),
+				Trigger:   triggerOf(ev, when),
 			})
 		}
 		if len(d.Jobs) == 0 {
@@ -365,6 +382,7 @@ func decideCS(d Decision, ev events.CloudEvent, cfg config.Config, st State) Dec
 		Key:       target.Key,
 		Reason:    fmt.Sprintf("%s on cluster %s (event %s): re-encrypt every Secret", rec.EventName, cluster, ev.DedupKey()),
 		NotBefore: when.Add(cfg.Settle),
+		Trigger:   triggerOf(ev, when),
 	}}
 	d.Reason = fmt.Sprintf("%s succeeded on watched cluster %s: a full job, not before %s (event time + settle %s)",
 		rec.EventName, cluster, when.Add(cfg.Settle).UTC().Format(time.RFC3339), cfg.Settle)

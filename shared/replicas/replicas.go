@@ -110,9 +110,12 @@ type Set struct {
 // conn is one connection pinned to one replica.
 type conn struct {
 	replica Replica
-	client  *http.Client
-	rest    rest.Interface
-	meta    metadata.Interface
+	// sole: the replica was not identified over the connection (no /metrics) but is the only
+	// live one, so Recheck cannot ask and need not: there is no other replica to reach.
+	sole   bool
+	client *http.Client
+	rest   rest.Interface
+	meta   metadata.Interface
 }
 
 // close closes the connection's idle connections (through client-go's wrapping round trippers,
@@ -162,7 +165,7 @@ func (s *Set) Recheck(ctx context.Context, timeout time.Duration) []string {
 	}
 	var moved []string
 	for _, c := range s.conns {
-		if c.replica.ID == Unidentified {
+		if c.replica.ID == Unidentified || c.sole {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -235,7 +238,7 @@ func Discover(ctx context.Context, cfg *rest.Config, opts Options) (*Set, error)
 		}
 		c.replica = Replica{ID: Unidentified}
 		if len(s.Expected) == 1 {
-			c.replica = s.Expected[0]
+			c.replica, c.sole = s.Expected[0], true
 		}
 		s.conns = append(s.conns, c)
 		if lastErr != nil {

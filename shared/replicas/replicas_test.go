@@ -180,4 +180,10 @@ func TestDiscoverWithoutMetricsCannotTellConnectionsApart(t *testing.T) {
 	if len(s1.Reached) != 1 || s1.Reached[0].ID != HashID("apiserver-solo") || len(s1.Missing()) != 0 {
 		t.Fatalf("single replica: %+v, want it reached", s1)
 	}
+	// Without /metrics the recheck cannot ask which replica serves the connection; with one live
+	// replica it need not: the pass's share stays credited to it (the e2e least-privilege case
+	// once saw it credited to none, and the convergence layer WARN).
+	if moved := s1.Recheck(context.Background(), time.Second); len(moved) != 0 {
+		t.Fatalf("single replica without /metrics: recheck moved %v", moved)
+	}
 }

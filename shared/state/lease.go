@@ -257,3 +257,19 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	return fmt.Errorf("release lease %s/%s: still conflicting after %d attempts", s.namespace, s.LeaseName(), maxConflicts)
 }
+
+// CurrentLease returns the cluster's run Lease as it stands, for status displays: found is false
+// when there is none. The holder is running a job only while Expires is in the future and Holder
+// is not empty (a released Lease has no holder).
+func (s *Store) CurrentLease(ctx context.Context) (info LeaseInfo, found bool, err error) {
+	o, err := s.getLease(ctx)
+	if apierrors.IsNotFound(err) {
+		return LeaseInfo{Name: s.LeaseName()}, false, nil
+	}
+	if err != nil {
+		return LeaseInfo{}, false, err
+	}
+	holder, acquired, renewed, d, transitions := view(o)
+	return LeaseInfo{Name: s.LeaseName(), Holder: holder, Acquired: acquired, Renewed: renewed, Duration: d,
+		Expires: renewed.Add(d), Transitions: transitions}, true, nil
+}

@@ -88,6 +88,9 @@ func checkAudit(ctx context.Context, in Inputs, key *KeyFacts) (LayerResult, *Au
 		facts.Calls[e.EventName+" "+v]++
 		if e.EventName != "Decrypt" && v == key.PrimaryKeyVersion {
 			usedPrimary = true
+			if e.EventID != "" && len(facts.EventIDs) < MaxAuditEventIDs {
+				facts.EventIDs = append(facts.EventIDs, e.EventID)
+			}
 		}
 	}
 	window := rfc3339(start) + " to " + rfc3339(now)

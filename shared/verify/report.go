@@ -96,7 +96,13 @@ type AuditFacts struct {
 	Calls map[string]int `json:"calls"`
 	// OtherCallers counts calls on the key by other identities.
 	OtherCallers int `json:"otherCallers"`
+	// EventIDs are the ActionTrail eventIds of the expected identity's calls under the primary
+	// version (at most MaxAuditEventIDs): what the audit layer relied on.
+	EventIDs []string `json:"eventIds,omitempty"`
 }
+
+// MaxAuditEventIDs caps AuditFacts.EventIDs.
+const MaxAuditEventIDs = 20
 
 // Report is the result of Verify. It is JSON-serialisable and holds no Secret data or key material.
 type Report struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/rekey-dev/rekey/infra/local/kmsstack"
 	"github.com/rekey-dev/rekey/infra/local/twin"
 	"github.com/rekey-dev/rekey/shared/adoption"
+	"github.com/rekey-dev/rekey/shared/evidence"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/replicas"
 	"github.com/rekey-dev/rekey/shared/verify"
@@ -49,8 +50,9 @@ func TestACKShapedTwin(t *testing.T) {
 	}
 	cs := typed(t, tw.Cluster)
 	const n = 300
-	createSecrets(t, cs, n, "ack-a", "ack-b")
+	secrets := createSecrets(t, cs, n, "ack-a", "ack-b")
 	ctx := context.Background()
+	var first evidence.Record // the evidence record of the first rotation
 	v1, err := tw.KMS.PrimaryVersion(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +117,11 @@ func TestACKShapedTwin(t *testing.T) {
 			t.Fatalf("adoption evidence %+v, want the metrics' moving hash over 2 replicas", ev)
 		}
 		requireCoverage(t, tw, last.Verify)
+		// Exactly one evidence record for it, true to etcd, naming its trigger, without Secret data.
+		first = requireRotationRecord(t, tw, v2, secrets)
+		if first.Adoption == nil || first.Adoption.Kind != string(adoption.Metrics) || first.TimeToAdoptionSeconds <= 0 {
+			t.Fatalf("record adoption %+v after %vs", first.Adoption, first.TimeToAdoptionSeconds)
+		}
 	})
 
 	t.Run("rekey verify with kms and audit only is not a PASS", func(t *testing.T) {
@@ -170,6 +177,8 @@ func TestACKShapedTwin(t *testing.T) {
 			t.Fatalf("the tick after the throttling wrote %d Secrets: it ran a pass again", len(changed))
 		}
 		requireAllUnder(t, tw, v3, n)
+		// The partial outcomes in between (mid-window) left no record; the done one did.
+		evidenceAfterSecondRotation(t, tw, first, v3, secrets)
 	})
 
 	t.Run("rekey run right after a rotation, through the load balancer, without etcd", func(t *testing.T) {

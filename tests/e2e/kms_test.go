@@ -16,6 +16,7 @@ import (
 	"github.com/rekey-dev/rekey/shared/actiontrail"
 	"github.com/rekey-dev/rekey/shared/etcdscan"
 	"github.com/rekey-dev/rekey/shared/kms"
+	"github.com/rekey-dev/rekey/shared/replicas"
 	"github.com/rekey-dev/rekey/shared/storedvalue"
 	"github.com/rekey-dev/rekey/shared/verify"
 )
@@ -141,6 +142,14 @@ func TestKMSRotationThroughThePlugin(t *testing.T) {
 		t.Fatalf("after the run %d values are not under %s: %v", after.Stale(), v2, after.Offenders)
 	}
 
+	// As rekey verify does: the replicas are discovered (one here, learned from the API server's
+	// Leases), so the convergence layer can say the pass covered every one of them.
+	set, err := replicas.Discover(context.Background(), c.RestConfig("admin"), replicas.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	in.Replicas = set
 	in.Convergence = convergenceEngine(t, c)
 	r = mustVerify(t, in)
 	if r.Verdict != verify.Pass {

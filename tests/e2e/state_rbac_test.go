@@ -73,6 +73,7 @@ func TestStateInClusterUnderFunctionRBAC(t *testing.T) {
 	t.Run("lease", func(t *testing.T) { stateLease(t, c) })
 	t.Run("record", func(t *testing.T) { stateConcurrentRecord(t, c) })
 	t.Run("checkpoint", func(t *testing.T) { stateCheckpoint(t, c) })
+	t.Run("evidence", func(t *testing.T) { stateEvidence(t, c, fn) })
 }
 
 // grantRole gives user one cluster-wide rule.
@@ -115,6 +116,7 @@ func stateRBACIsExact(t *testing.T, cs kubernetes.Interface) {
 		{r: res("create", "", "configmaps", sys), allowed: true},
 		{r: res("update", "", "configmaps", sys), allowed: true},
 		{r: res("delete", "", "configmaps", sys), allowed: true},
+		{r: res("list", "", "configmaps", sys), allowed: true},
 		{r: res("get", "coordination.k8s.io", "leases", sys), allowed: true},
 		{r: res("create", "coordination.k8s.io", "leases", sys), allowed: true},
 		{r: res("update", "coordination.k8s.io", "leases", sys), allowed: true},
@@ -125,7 +127,7 @@ func stateRBACIsExact(t *testing.T, cs kubernetes.Interface) {
 		{r: res("delete", "", "secrets", "payments")},
 		{r: res("watch", "", "secrets", "")},
 		{r: res("create", "", "secrets", "payments")},
-		{r: res("list", "", "configmaps", sys)},
+		{r: res("list", "", "configmaps", "default")},
 		{r: res("get", "", "configmaps", "kube-system")},
 		{r: res("create", "", "configmaps", "default")},
 		{r: res("list", "coordination.k8s.io", "leases", sys)},

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rekey-dev/rekey/infra/local/twin"
 	"github.com/rekey-dev/rekey/shared/handler"
+	"github.com/rekey-dev/rekey/shared/job"
 	"github.com/rekey-dev/rekey/shared/state"
 )
 
@@ -102,6 +104,9 @@ func brief(t *testing.T, c twin.Invocation) string {
 	}
 	for _, cl := range r.Clusters {
 		b.WriteString(cl.Cluster + " " + cl.Status + ": " + cl.Reason + "; ")
+		for _, j := range cl.Jobs {
+			b.WriteString(phaseTimes(j.Outcome.Detail))
+		}
 	}
 	return "inWindow=" + boolText(r.InWindow) + " " + b.String() + " in " + c.Result.Duration.Round(time.Millisecond).String()
 }
@@ -251,4 +256,30 @@ func requireAllUnder(t *testing.T, tw *twin.Twin, version string, atLeast int) {
 		t.Fatalf("etcd: %d of %d Secrets not under %s (want >= %d, all under it): %v %v", r.Stale(), r.Total, version, atLeast, r.RedactedByClass(), r.Offenders)
 	}
 	t.Logf("etcd: all %d Secrets under %s", r.Total, version)
+}
+
+// phaseTimes says how long each phase of a job outcome's detail took (job.Outcome.Phases), and
+// how long its adoption gate waited: where an invocation's time went.
+func phaseTimes(detail any) string {
+	raw, err := json.Marshal(detail)
+	if err != nil {
+		return ""
+	}
+	var o job.Outcome
+	if json.Unmarshal(raw, &o) != nil {
+		return ""
+	}
+	var parts []string
+	for _, p := range o.Phases {
+		if !p.EndedAt.IsZero() {
+			parts = append(parts, p.Name+" "+p.EndedAt.Sub(p.StartedAt).Round(time.Millisecond).String())
+		}
+	}
+	if o.Adoption != nil {
+		parts = append(parts, fmt.Sprintf("adoption %s waited %.1fs", o.Adoption.Kind, o.Adoption.WaitedSeconds))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "phases: " + strings.Join(parts, ", ") + "; "
 }

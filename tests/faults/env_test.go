@@ -309,11 +309,15 @@ func (e *env) prove(kubeconfig string) proof {
 	e.w.stop()
 	var p proof
 	p.writerOps = e.w.ops()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	p.lostWhat = e.w.verify(ctx, e.t)
+	// Each step has its own time: on a busy machine the writer's check and the confirming run
+	// once used up a minute shared with the scan.
+	vctx, vcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer vcancel()
+	p.lostWhat = e.w.verify(vctx, e.t)
 	p.lost = len(p.lostWhat)
 	p.confirm = e.cli(e.runArgs(kubeconfig)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	scan, err := etcdscan.Scan(ctx, e.c.Etcd, "/registry/secrets/", func(v storedvalue.Value) bool {
 		return v.Provider == storedvalue.KMSv2 && v.KeyName == kmsstack.ProviderName && v.KeyID == e.version
 	}, etcdscan.Options{})

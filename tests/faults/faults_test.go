@@ -19,8 +19,16 @@ func TestFaults(t *testing.T) {
 		{"proxy", caseProxy},
 		{"functions", caseFunctions},
 	}
+	// The longest case (proxy: five phases, each after a rotation) starts first, so that the
+	// others share the second core with it instead of running after it. The report keeps the
+	// order above.
+	longestFirst := []int{4, 0, 1, 2, 3, 5}
+	if len(longestFirst) != len(cases) {
+		t.Fatalf("longestFirst names %d cases of %d: every case must run", len(longestFirst), len(cases))
+	}
 	t.Run("case", func(t *testing.T) {
-		for i, c := range cases {
+		for _, i := range longestFirst {
+			c := cases[i]
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
 				c.run(t, i, tb)

@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,13 +123,25 @@ func caseFunctions(t *testing.T, order int, tb *table) {
 	if tookOver.Before(expires) {
 		t.Errorf("an invocation took the Lease over at %s, before it expired at %s", tookOver.Format(time.StampMilli), expires.Format(time.StampMilli))
 	}
+	// The one that took over finishes the job, or (a busy machine: the job needs more than its
+	// minute) leaves a checkpoint the next invocations finish from; each must move the job.
+	finishing := 1
+	for out.Status == job.StatusPartial && finishing < 10 {
+		if out.Stalled > 0 {
+			t.Fatalf("invocation %d after the takeover made no progress: %s", finishing, out.NoProgress)
+		}
+		finishing++
+		if out, err, _ = e.invocation(fmt.Sprintf("lease-finish-%d", finishing), time.Minute, v); err != nil {
+			t.Fatalf("invocation %d after the takeover: %v", finishing, err)
+		}
+	}
 	if out.Status != job.StatusDone {
-		t.Fatalf("the invocation that took over: %s (%s), want done", out.Status, out.Reason)
+		t.Fatalf("after the takeover, %d invocations: %s (%s), want done", finishing, out.Status, out.Reason)
 	}
 	p := e.prove(kc)
 	tb.add(t, row{order: order * 10, fault: fmt.Sprintf("function: a crashed invocation left the cluster's Lease (%s, never renewed)", crashedLease),
-		happened: fmt.Sprintf("%d invocations answered busy (holder crashed-invocation); the next took over %.1fs after expiry and finished: done, verified %s",
-			busy, tookOver.Sub(expires).Seconds(), short(out.VerifiedVersion)),
+		happened: fmt.Sprintf("%d invocations answered busy (holder crashed-invocation); the next took over %.1fs after expiry and finished (in %d invocation(s) of 1 min): done, verified %s",
+			busy, tookOver.Sub(expires).Seconds(), finishing, short(out.VerifiedVersion)),
 		reencrypted: p.reencrypted(), lost: p.lost, recover: since(expires, time.Now()) + " after the Lease expired"})
 
 	// (2) Invocations of 3 s for a job that needs several times that.
@@ -154,7 +167,11 @@ func caseFunctions(t *testing.T, order int, tb *table) {
 		if out.Status == job.StatusDone {
 			break
 		}
-		if out.Status != job.StatusPartial || out.Checkpoint == nil {
+		// Partial with a checkpoint; or, before the pass, partial in the adoption gate (a busy
+		// machine: the gate's canary writes did not fit the 2 s left), which the next invocation
+		// runs again. The cap above catches a gate that never fits.
+		inGate := out.Checkpoint == nil && strings.Contains(out.Reason, "adoption gate")
+		if out.Status != job.StatusPartial || (out.Checkpoint == nil && !inGate) {
 			t.Fatalf("invocation %d: %s (%s), want partial with a checkpoint until done", i, out.Status, out.Reason)
 		}
 	}

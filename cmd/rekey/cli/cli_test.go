@@ -13,6 +13,9 @@ func TestUsageErrors(t *testing.T) {
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "")
 	t.Setenv("ALIBABA_CLOUD_REGION_ID", "")
+	for _, v := range []string{"REKEY_TARGETS", "REKEY_REGION", "REKEY_ACCOUNT_ID"} {
+		t.Setenv(v, "")
+	}
 	tests := []struct {
 		args []string
 		want string
@@ -40,6 +43,15 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"verify", "--layers", "storage", "--convergence", "--etcd-endpoints", "http://127.0.0.1:1"}, "leave out --convergence and --audit"},
 		{[]string{"verify", "--layers", "apiserver"}, "layer apiserver needs a kubeconfig (--kubeconfig or $KUBECONFIG)"},
 		{[]string{"verify", "--audit-user", "k8s", "--audit-role", "r"}, "--audit-role or --audit-user, not both"},
+		{[]string{"status", "-o", "yaml"}, `-o "yaml": want text or json`},
+		{[]string{"status", "--max-behind", "0s"}, "--max-behind 0s"},
+		{[]string{"status"}, "REKEY_TARGETS: is not set"},
+		{[]string{"status", "--targets", "c1=key-1", "--region", "cn-hangzhou"}, "REKEY_ACCOUNT_ID"},
+		{[]string{"status", "--targets", "c1", "--region", "cn-hangzhou", "--account-id", "5068000000000001"}, "REKEY_TARGETS"},
+		{[]string{"status", "--kubeconfig", "c1"}, `--kubeconfig "c1": want CLUSTER=PATH`},
+		{[]string{"history", "-o", "pdf"}, `-o "pdf": want markdown, csv or json`},
+		{[]string{"history", "--since", "yesterday"}, `"yesterday" is neither an RFC 3339 time nor a positive duration`},
+		{[]string{"history", "extra"}, `unknown command or argument "extra"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -74,7 +86,7 @@ func TestHelpListsCommands(t *testing.T) {
 	if code := Main([]string{"--help"}, &out, &errb); code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}
-	for _, want := range []string{"run", "verify"} {
+	for _, want := range []string{"run", "verify", "status", "history"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("help lacks %q: %s", want, out.String())
 		}

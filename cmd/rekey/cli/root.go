@@ -67,7 +67,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.Args = noArgs
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newRunCommand(stdout, stderr), newVerifyCommand(stdout))
+	root.AddCommand(newRunCommand(stdout, stderr), newVerifyCommand(stdout), newStatusCommand(stdout), newHistoryCommand(stdout, stderr))
 	return root
 }
 

@@ -7,15 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/rekey-dev/rekey/infra/local/controlplane"
 	"github.com/rekey-dev/rekey/infra/local/seed"
 	"github.com/rekey-dev/rekey/infra/local/twin"
 	"github.com/rekey-dev/rekey/shared/adoption"
+	"github.com/rekey-dev/rekey/shared/config"
 	"github.com/rekey-dev/rekey/shared/etcdscan"
 	"github.com/rekey-dev/rekey/shared/handler"
+	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/policy"
 	"github.com/rekey-dev/rekey/shared/reencrypt"
 	"github.com/rekey-dev/rekey/shared/verify"
@@ -31,6 +37,9 @@ type ServerlessConfig struct {
 	FunctionLog io.Writer
 	// Repo is the repository root (default: found from the working directory).
 	Repo string
+	// Rekey is the path of the rekey binary: the story ends with `rekey status` and
+	// `rekey history -o markdown` over the twin ("" skips them).
+	Rekey string
 }
 
 // timeline prints numbered steps with the time since the start.
@@ -105,6 +114,7 @@ func Serverless(ctx context.Context, cfg ServerlessConfig) (err error) {
 	}
 
 	tl.say("CreateKeyVersion on the local KMS (Alibaba Cloud SDK, as an operator or a rotation policy would)")
+	rotatedAt := time.Now()
 	v2, err := tw.Rotate(ctx)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -221,7 +231,74 @@ func Serverless(ctx context.Context, cfg ServerlessConfig) (err error) {
 		lines += bytes.Count(text, []byte("\n"))
 	}
 	tl.note("%d lines and bodies scanned for %d credentials and %d Secret values: 0 hits", lines, len(tw.Credentials()), len(secrets))
-	fmt.Fprintf(cfg.Out, "\nPASS: the serverless story holds: every Secret re-encrypted under %s off-peak, verified, and the DisableKey alert delivered\n", v2)
+	if cfg.Rekey != "" {
+		if err := statusAndHistory(ctx, tl, tw, cfg.Rekey, rotatedAt, secrets); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(cfg.Out, "\nPASS: the serverless story holds: every Secret re-encrypted under %s off-peak, verified, evidence kept, and the DisableKey alert delivered\n", v2)
+	return nil
+}
+
+// statusAndHistory runs `rekey status` over the twin's cluster and `rekey history -o markdown` of
+// the rotation (the records since rotatedAt), as an operator would with the twin's settings in the
+// environment and an admin kubeconfig; the history is scanned for Secret values.
+func statusAndHistory(ctx context.Context, tl *timeline, tw *twin.Twin, rekey string, rotatedAt time.Time, secrets map[string][]byte) error {
+	dir, err := os.MkdirTemp("", "rekey-demo-")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	kc := filepath.Join(dir, "admin.kubeconfig")
+	if err := tw.Cluster.WriteKubeconfig(controlplane.AdminUser, kc); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	env := append(os.Environ(),
+		config.EnvTargets+"="+tw.ClusterID+"="+tw.KMS.KeyID,
+		config.EnvRegion+"="+tw.KMS.Region,
+		config.EnvAccountID+"="+tw.KMS.AccountID,
+		config.EnvKMSEndpoint+"="+tw.KMS.Endpoint,
+		config.EnvActionTrailEndpoint+"="+tw.KMS.Endpoint,
+		config.EnvCSEndpoint+"="+tw.CSEndpoint,
+		config.EnvEndpointScheme+"=HTTP",
+		config.KubeconfigVar(tw.ClusterID)+"="+kc,
+		kms.EnvAccessKeyID+"="+tw.KMS.Admin.AccessKeyID,
+		kms.EnvAccessKeySecret+"="+tw.KMS.Admin.AccessKeySecret,
+	)
+	run := func(args ...string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, rekey, args...)
+		cmd.Env = env
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		out, err := cmd.Output()
+		if err != nil {
+			return out, fmt.Errorf("demo: rekey %s: %w\n%s%s", strings.Join(args, " "), err, out, errb.String())
+		}
+		return out, nil
+	}
+	tl.say("the platform team's morning check: rekey status (REKEY_TARGETS and the kubeconfig from the environment; exit 1 when a cluster is behind for more than 48 h or its last job was not done)")
+	tl.note("$ rekey status")
+	out, err := run("status")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		tl.note("%s", l)
+	}
+	since := rotatedAt.Add(-time.Second).UTC().Format(time.RFC3339)
+	tl.say("what the auditor receives: the evidence record of this rotation, kept in rekey-system (immutable, the last 100 per cluster)")
+	tl.note("$ rekey history -o markdown --since %s", since)
+	out, err = run("history", "-o", "markdown", "--since", since)
+	if err != nil {
+		return err
+	}
+	if !bytes.Contains(out, []byte("CreateKeyVersion")) {
+		return fmt.Errorf("demo: the history of the rotation does not name its trigger:\n%s", out)
+	}
+	if leaks := tw.LeaksIn(secrets, map[string][]byte{"rekey history": out}); len(leaks) != 0 {
+		return fmt.Errorf("demo: leaks: %s", strings.Join(leaks, "; "))
+	}
+	fmt.Fprintf(tl.out, "\n%s", out)
 	return nil
 }
 

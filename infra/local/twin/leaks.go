@@ -16,6 +16,12 @@ const minNeedle = 8
 // without quoting it. secrets maps a description ("value of Secret ns/name") to the value; values
 // shorter than 8 bytes are skipped.
 func (t *Twin) Leaks(secrets map[string][]byte) []string {
+	return t.LeaksIn(secrets, t.Output())
+}
+
+// LeaksIn is Leaks over texts (by a description) instead of the functions' output: evidence
+// records, a CLI's output.
+func (t *Twin) LeaksIn(secrets map[string][]byte, texts map[string][]byte) []string {
 	var ix needleIndex
 	for what, v := range t.Credentials() {
 		ix.add(what, []byte(v))
@@ -29,7 +35,7 @@ func (t *Twin) Leaks(secrets map[string][]byte) []string {
 		}
 	}
 	var hits []string
-	for where, text := range t.Output() {
+	for where, text := range texts {
 		for _, what := range ix.find(text) {
 			hits = append(hits, fmt.Sprintf("%s contains the %s", where, what))
 		}

@@ -1,7 +1,8 @@
-// Command rekey-demo tells rekey's stories on the local stack (make demo): the serverless one on the
-// local twin (KMS rotation event -> rotation function -> job -> off-peak tick -> re-encryption ->
-// verifier PASS; DisableKey -> alert), and the CLI one (rekey verify FAIL, rekey run, rekey verify
-// PASS). It exits non-zero when any step fails.
+// Command rekey-demo tells rekey's stories on the local stack (make demo): the CLI one (rekey verify
+// FAIL, rekey run, rekey verify PASS), then the serverless one on the local twin (KMS rotation
+// event -> rotation function -> job -> off-peak tick -> re-encryption -> verifier PASS; DisableKey
+// -> alert), which ends with rekey status and rekey history -o markdown of the rotation. It exits
+// non-zero when any step fails.
 package main
 
 import (
@@ -40,7 +41,7 @@ func run(ctx context.Context, story string, cfg demo.Config, functionLogs bool) 
 	}
 	serverless := func() error {
 		fmt.Fprintln(cfg.Out, "=== the serverless story: Function Compute + EventBridge on the local twin")
-		return demo.Serverless(ctx, demo.ServerlessConfig{Secrets: cfg.Secrets, Out: cfg.Out, FunctionLog: fnLog})
+		return demo.Serverless(ctx, demo.ServerlessConfig{Secrets: cfg.Secrets, Out: cfg.Out, FunctionLog: fnLog, Rekey: cfg.Rekey})
 	}
 	cli := func() error {
 		fmt.Fprintln(cfg.Out, "\n=== the CLI story: rekey verify, rekey run, rekey verify")
@@ -52,10 +53,12 @@ func run(ctx context.Context, story string, cfg demo.Config, functionLogs bool) 
 	case "cli":
 		return cli()
 	case "all":
-		if err := serverless(); err != nil {
+		// The CLI story first: the serverless one ends with what a team reads every morning
+		// (rekey status) and what an auditor receives (rekey history).
+		if err := cli(); err != nil {
 			return err
 		}
-		return cli()
+		return serverless()
 	default:
 		return fmt.Errorf("rekey-demo: -story %q: want serverless, cli or all", story)
 	}
