@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,8 +61,8 @@ func applyRBACFile(t *testing.T, c *controlplane.Cluster, keep func(kind, name s
 	applyRBACYAML(t, c, "../../infra/rbac/rekey.yaml", keep)
 }
 
-// applyRBACYAML creates, as the admin, every object of the RBAC file at path that keep accepts
-// (nil: all of them).
+// applyRBACYAML creates, as the admin, every object of the RBAC (or APF) file at path that keep
+// accepts (nil: all of them), the functions' role ID filled in.
 func applyRBACYAML(t *testing.T, c *controlplane.Cluster, path string, keep func(kind, name string) bool) {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -105,6 +106,10 @@ func applyRBACYAML(t *testing.T, c *controlplane.Cluster, path string, keep func
 			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.RoleBinding:
 			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *flowcontrolv1.PriorityLevelConfiguration:
+			_, err = cs.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, o, metav1.CreateOptions{})
+		case *flowcontrolv1.FlowSchema:
+			_, err = cs.FlowcontrolV1().FlowSchemas().Create(ctx, o, metav1.CreateOptions{})
 		default:
 			t.Fatalf("%s: unexpected %s", path, gvk)
 		}
