@@ -120,10 +120,10 @@ func (h *base) keyNoticeLine(ctx context.Context, o *opened, ev events.DedupKey,
 	return n.Title + ": " + status
 }
 
-// recordAlerted notes in the reachable clusters using the key the key's state an event's delivered
-// notice stated: after a critical notice (the key is not Enabled) the timer's key check does not
-// repeat it within the day; after a notice that found the key Enabled (EnableKey's recovery) the
-// timer does not announce that recovery a second time.
+// recordAlerted records, in the reachable clusters that use the key, the key state an event's
+// delivered notice stated: after a critical notice (the key not Enabled) the timer's key check does
+// not repeat it within the day; after a notice that found the key Enabled (EnableKey's recovery)
+// the timer does not announce that recovery a second time.
 func (h *base) recordAlerted(ctx context.Context, o *opened, n policy.Notice, log *zerolog.Logger) {
 	if n.KeyState == "" || (n.KeyState != kms.KeyStateEnabled && n.Severity != policy.Critical) {
 		return

@@ -36,6 +36,9 @@ func (s *Store) SeeKey(ctx context.Context, k KeySeen) (KeySeen, bool, error) {
 			}
 			prev, found = d.Keys[i], true
 			next := k
+			if next.KeyID == "" {
+				next.KeyID = prev.KeyID // a record without the key ID (an event's notice) keeps the known one
+			}
 			if prev.State == k.State {
 				next.Since = prev.Since
 				if next.Notified.IsZero() {

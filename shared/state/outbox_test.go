@@ -89,4 +89,12 @@ func TestSeeKeyKeepsSinceAndNotified(t *testing.T) {
 	if err != nil || !prev.Since.Equal(t1) || !prev.Notified.Equal(t1) {
 		t.Fatalf("third: previous %+v %v: want the Disabled record with its first time and notice", prev, err)
 	}
+	// A record that does not know the key ID (an event's notice) keeps the one the key check
+	// resolved: the alias-moved check compares with it.
+	if _, _, err := s.SeeKey(ctx, KeySeen{Key: "k", State: "Enabled", Since: t1.Add(3 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if ks, err := s.Keys(ctx); err != nil || len(ks) != 1 || ks[0].KeyID != "k" {
+		t.Fatalf("after a record without the key ID: %+v %v, want KeyID k kept", ks, err)
+	}
 }
