@@ -498,10 +498,8 @@ func (t *tracker) startPhase(p state.Phase) {
 	delete(notes, NoteConverged)
 	delete(notes, NoteRoutes)
 	if p == state.PhasePass {
-		delete(notes, NotePhases)
-	}
-	if p == state.PhasePass {
 		delete(notes, NotePass)
+		delete(notes, NotePhases)
 	}
 	t.cur = state.Checkpoint{Phase: p, Notes: notes, Invocations: 1}
 	t.base = reencrypt.Counts{}
