@@ -40,7 +40,7 @@ define run-fuzz
 	done
 endef
 
-.PHONY: all build tools test unit e2e lint demo bench clean fuzz fuzz-short
+.PHONY: all build tools test unit e2e lint demo bench bench-politeness clean fuzz fuzz-short
 
 all: build
 
@@ -96,7 +96,14 @@ demo: tools build
 ## a raw saturating client, the functions on the twin; results.md/.json/.png in tests/bench/results/
 ## (see tests/bench/doc.go for the other REKEY_BENCH_* knobs)
 bench: tools build
-	$(GO) test -count=1 -timeout 150m -run '^$$' -bench . -benchtime 1x -v ./tests/bench/ -rekey $(CURDIR)/bin/rekey
+	$(GO) test -count=1 -timeout 150m -run '^$$' -bench 'Rotation' -benchtime 1x -v ./tests/bench/ -rekey $(CURDIR)/bin/rekey
+	$(MAKE) bench-politeness
+
+## bench-politeness: rekey's pace on the ACK-shaped twin (two API server replicas): --max-speed, the
+## default under rekey's FlowSchema and without it, against a foreground client's p50/p99
+## (REKEY_BENCH_POLITE_N, _IDLE, _ROUNDS); tests/bench/results/politeness.md and .json
+bench-politeness: tools build
+	$(GO) test -count=1 -timeout 60m -run '^$$' -bench 'Politeness' -benchtime 1x -v ./tests/bench/ -rekey $(CURDIR)/bin/rekey
 
 clean:
 	rm -rf bin dist

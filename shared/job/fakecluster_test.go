@@ -48,7 +48,10 @@ type fakeCluster struct {
 	onList     func(cont string)
 	// noLeases makes the identity Lease list forbidden (the replicas cannot be counted).
 	noLeases bool
-	srv      *httptest.Server
+	// apfFlowSchema, when set, is the FlowSchema UID every answer names (APF on); flowSchemaRekey
+	// is the UID of the FlowSchema named rekey ("": it does not exist).
+	apfFlowSchema, flowSchemaRekey string
+	srv                            *httptest.Server
 }
 
 func newFakeCluster(t *testing.T, n int) *fakeCluster {
@@ -119,7 +122,20 @@ func (f *fakeCluster) meta(k string) metav1.PartialObjectMetadata {
 
 func (f *fakeCluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	if f.apfFlowSchema != "" {
+		w.Header().Set("X-Kubernetes-PF-FlowSchema-UID", f.apfFlowSchema)
+		w.Header().Set("X-Kubernetes-PF-PriorityLevel-UID", "pl-"+f.apfFlowSchema)
+	}
 	switch {
+	case p == "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/rekey":
+		if f.flowSchemaRekey == "" {
+			status(w, 404, metav1.StatusReasonNotFound, `flowschemas.flowcontrol.apiserver.k8s.io "rekey" not found`)
+			return
+		}
+		writeJSON(w, 200, map[string]any{"kind": "FlowSchema", "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+			"metadata": map[string]any{"name": "rekey", "uid": f.flowSchemaRekey},
+			"spec":     map[string]any{"priorityLevelConfiguration": map[string]any{"name": "rekey"}}})
+		return
 	case p == "/version":
 		writeJSON(w, 200, version.Info{GitVersion: "v1.37.2", Major: "1", Minor: "37"})
 		return

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rekey-dev/rekey/shared/actiontrail"
 	"github.com/rekey-dev/rekey/shared/adoption"
+	"github.com/rekey-dev/rekey/shared/apf"
 	"github.com/rekey-dev/rekey/shared/cluster"
 	"github.com/rekey-dev/rekey/shared/kms"
 	"github.com/rekey-dev/rekey/shared/pace"
@@ -79,8 +80,10 @@ type Spec struct {
 	Baseline bool
 	// MaxSpeed patches with all Concurrency workers at once, for maintenance windows (the CLI's
 	// --max-speed; the functions in offpeak run mode, which run jobs only inside the window).
-	// Otherwise the patches in flight adapt to the API server's latency and 429s, at most
-	// Concurrency (package pace), so that other clients keep their latency.
+	// Otherwise the run is paced: with rekey's FlowSchema in charge (package apf) the API server's
+	// own fairness queues rekey's patches and the limiter (package pace) only guards, starting at
+	// Concurrency; without it, at most 16 patches in flight, adapted to the server's latency, 429s
+	// and errors, and the run says why once.
 	MaxSpeed bool
 }
 
@@ -202,6 +205,9 @@ type Outcome struct {
 	Phases []PhaseTime `json:"phases,omitempty"`
 	// PassTotal is the whole pass's counts over all its invocations, once it finished (with State).
 	PassTotal *reencrypt.Counts `json:"passTotal,omitempty"`
+	// APF is how the API server's API Priority and Fairness classifies rekey's requests (package
+	// apf), probed at connect for every run that writes; nil when not probed.
+	APF *apf.Classification `json:"apf,omitempty"`
 	// Err is the fault behind a failed or partial outcome, for callers that map it to an exit code
 	// (*SpecError, *cluster.AccessError, *reencrypt.PermissionError, the adoption gate's error,
 	// reencrypt.ErrStopped, ctx's error).
@@ -252,7 +258,11 @@ func Run(ctx context.Context, spec Spec, deps Deps) (out Outcome, err error) {
 			out.Job = state.JobID(deps.State.Cluster(), spec.KeyID, spec.Version)
 		}
 	})
-	return r.run(ctx)
+	out, err = r.run(ctx)
+	if r.probed {
+		out.APF = &r.apf
+	}
+	return out, err
 }
 
 func orNoCluster(c string) string {
@@ -277,6 +287,12 @@ type runner struct {
 	// replicas are the API server replicas found at connect, one connection each: the pass and the
 	// convergence pass are spread over them (nil for a dry run, or when none could be opened).
 	replicas *replicas.Set
+	// signals report the API server's 429s to the limiter of the engine running (package apf);
+	// apf is how the server classifies rekey's requests (probed, probed set, at connect of every
+	// run that writes).
+	signals apf.Signals
+	apf     apf.Classification
+	probed  bool
 }
 
 func newRunner(spec Spec, deps Deps) (*runner, error) {
@@ -365,6 +381,7 @@ func (r *runner) run(ctx context.Context) (Outcome, error) {
 // connect builds the clients, reads the server version, resolves the resources and checks access.
 func (r *runner) connect(ctx context.Context) (*Outcome, error) {
 	cfg := rest.CopyConfig(r.deps.Rest)
+	cfg.Wrap(r.signals.Wrap)
 	d, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("discovery client: %w", err)
@@ -403,7 +420,54 @@ func (r *runner) connect(ctx context.Context) (*Outcome, error) {
 			}
 		}
 	}
+	if !r.spec.DryRun {
+		r.probeAPF(ctx, cfg)
+	}
 	return nil, nil
+}
+
+// Pacing without rekey's FlowSchema: at most fallbackMax patches in flight, starting (and
+// measuring the baseline) at fallbackInitial, slowing down past fallbackTolerance x the baseline.
+// With it, the API server queues rekey's requests itself: the limiter starts at the full
+// concurrency and steps back only on 429s, server errors or latency past apfTolerance x the
+// baseline measured there.
+const (
+	fallbackMax       = 16
+	fallbackInitial   = 8
+	fallbackTolerance = 2.0
+	apfTolerance      = 4.0
+)
+
+// probeAPF asks how the API server classifies rekey's requests and, when rekey's FlowSchema is not
+// in charge of a paced run, says so once with the bounded concurrency rekey falls back to.
+func (r *runner) probeAPF(ctx context.Context, cfg *rest.Config) {
+	c, err := apf.Probe(ctx, cfg)
+	if err != nil {
+		c = apf.Classification{Reason: err.Error()}
+	}
+	r.apf, r.probed = c, true
+	if c.Ours {
+		r.log.Info().Str("priorityLevel", c.PriorityLevel).Msg("API Priority and Fairness: rekey's FlowSchema classifies its requests; the API server paces them")
+		return
+	}
+	if r.spec.MaxSpeed {
+		r.log.Info().Str("apf", c.Reason).Msg("API Priority and Fairness: rekey's FlowSchema is not in charge (not paced: max speed)")
+		return
+	}
+	r.say(true, "warning: API Priority and Fairness: %s; rekey paces itself instead, at most %d patches in flight (measured), which is slower: see the README, \"Politeness\"",
+		c.Reason, min(cmp.Or(r.spec.Concurrency, reencrypt.DefaultConcurrency), fallbackMax))
+}
+
+// paceOptions are the limiter's options for a paced run (see fallbackMax and apfTolerance).
+func (r *runner) paceOptions() pace.Options {
+	n := cmp.Or(r.spec.Concurrency, reencrypt.DefaultConcurrency)
+	if r.apf.Ours {
+		return pace.Options{Max: n, Initial: n, Tolerance: apfTolerance, Logger: &r.log,
+			Mode: "apf: FlowSchema " + apf.FlowSchemaName + " in charge (priority level " + r.apf.PriorityLevel + ")"}
+	}
+	m := min(n, fallbackMax)
+	return pace.Options{Max: m, Initial: min(fallbackInitial, m), Tolerance: fallbackTolerance, Logger: &r.log,
+		Mode: "bounded: " + r.apf.Reason}
 }
 
 func failedOutcome(err error) *Outcome {
@@ -421,11 +485,12 @@ func (r *runner) engine(strategy reencrypt.Strategy, mutate func(*reencrypt.Opti
 		opts.Routes = r.replicas.Routes()
 	}
 	if !r.spec.MaxSpeed && !r.spec.DryRun {
-		lim, err := pace.New(pace.Options{Max: cmp.Or(r.spec.Concurrency, reencrypt.DefaultConcurrency), Logger: &r.log})
+		lim, err := pace.New(r.paceOptions())
 		if err != nil {
 			return nil, &SpecError{err}
 		}
 		opts.Pace = lim
+		r.signals.SetSink(lim.Throttle)
 	}
 	if mutate != nil {
 		mutate(&opts)

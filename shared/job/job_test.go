@@ -383,3 +383,43 @@ func TestOnceWithVerifier(t *testing.T) {
 		t.Fatal("a job without State reported a checkpoint")
 	}
 }
+
+// TestPacingFollowsAPF: with rekey's FlowSchema in charge the limiter starts (and measures its
+// baseline) at the full concurrency and the run says nothing; without it, for each reason, the run
+// is bounded and says why once.
+func TestPacingFollowsAPF(t *testing.T) {
+	for _, tc := range []struct {
+		name, header, rekeyUID string
+		mode, said             string
+	}{
+		{"in charge", "fs-rekey", "fs-rekey", "apf: FlowSchema rekey in charge (priority level rekey)", ""},
+		{"APF off", "", "", "bounded: the API server's answers carry no X-Kubernetes-PF-FlowSchema-UID header", "no X-Kubernetes-PF-FlowSchema-UID header"},
+		{"missing", "fs-global-default", "", "bounded: FlowSchema rekey does not exist", "FlowSchema rekey does not exist: apply infra/apf/rekey-apf.yaml"},
+		{"another first", "fs-exempt", "fs-rekey", "bounded: requests are classified by another FlowSchema (UID fs-exempt)", "another FlowSchema (UID fs-exempt)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 120)
+			f.api.apfFlowSchema, f.api.flowSchemaRekey = tc.header, tc.rekeyUID
+			deps := f.deps("")
+			deps.State = nil
+			spec := f.spec()
+			spec.Concurrency = 32
+			out := mustRun(t, context.Background(), spec, deps)
+			p := out.Summary.Pace
+			if out.Status != StatusDone || p == nil || !strings.HasPrefix(p.Mode, tc.mode) {
+				t.Fatalf("outcome %s %q, pace %+v: want done with mode %q", out.Status, out.Reason, p, tc.mode)
+			}
+			wantMax, wantStart := 32, 32
+			if tc.said != "" {
+				wantMax, wantStart = 16, 8
+			}
+			if p.Max != 32 || p.Peak > wantMax || p.BaselineLimit != wantStart {
+				t.Fatalf("pace %+v: want at most %d in flight, the baseline measured at %d", p, wantMax, wantStart)
+			}
+			said := f.says.joined()
+			if n := strings.Count(said, "rekey paces itself instead"); (tc.said == "" && n != 0) || (tc.said != "" && (n != 1 || !strings.Contains(said, tc.said))) {
+				t.Fatalf("said %q: want %q once", said, tc.said)
+			}
+		})
+	}
+}

@@ -36,6 +36,10 @@ const (
 	// Lost: no answer that says anything about load (a reset connection, a canceled call). It is
 	// not a sample and changes nothing.
 	Lost
+	// Failed: the server answered with an error of its own (a 5xx other than a timeout). It is not
+	// a latency sample, but a window in which more than a quarter of the calls failed shrinks the
+	// limit as a slow one does.
+	Failed
 )
 
 // String names the outcome.
@@ -47,6 +51,8 @@ func (o Outcome) String() string {
 		return "throttled"
 	case Lost:
 		return "lost"
+	case Failed:
+		return "failed"
 	}
 	return fmt.Sprintf("Outcome(%d)", int(o))
 }
@@ -58,7 +64,8 @@ type Options struct {
 	// Min is the lowest limit (default DefaultMin); at least 1, at most Max.
 	Min int
 	// Initial is the limit while the baseline is measured (default DefaultInitial, within
-	// [Min, Max]).
+	// [Min, Max]): the concurrency the caller means to run at, so that the baseline is the latency
+	// at that concurrency, not that of a lone call.
 	Initial int
 	// BaselineSamples is how many answered calls measure the baseline latency (their median).
 	BaselineSamples int
@@ -75,6 +82,8 @@ type Options struct {
 	Clock clock.PassiveClock
 	// Logger receives the baseline and each decrease at debug level (default: none).
 	Logger *zerolog.Logger
+	// Mode describes, for the run's summary, why the caller chose these options (Stats.Mode).
+	Mode string
 }
 
 func (o *Options) defaults() error {
@@ -117,12 +126,17 @@ func (o *Options) defaults() error {
 
 // Stats describe a Limiter so far.
 type Stats struct {
+	// Mode is Options.Mode.
+	Mode string
 	// Limit is the current limit; Peak the highest it reached.
 	Limit, Peak int
 	// Baseline is the baseline latency (0 while it is being measured).
 	Baseline time.Duration
-	// Answered, Throttled and Lost count the released calls by outcome.
-	Answered, Throttled, Lost int64
+	// BaselineLimit is the limit the baseline was measured at.
+	BaselineLimit int
+	// Answered, Throttled, Lost and Failed count the released calls by outcome; Throttles counts
+	// the 429s reported by Throttle (answers client-go retried after their Retry-After).
+	Answered, Throttled, Lost, Failed, Throttles int64
 	// Increases and Decreases count the limit's changes.
 	Increases, Decreases int64
 }
@@ -139,7 +153,11 @@ type Limiter struct {
 	waiters  list.List // of *waiter, first come first served
 	epoch    uint64    // bumped by every decrease: older answers no longer count
 	samples  []time.Duration
-	stats    Stats
+	failed   int // Failed outcomes in the current window
+	// settled counts the answered calls since the last decrease: Throttle cuts again only after a
+	// window of them.
+	settled int
+	stats   Stats
 }
 
 type waiter struct {
@@ -157,6 +175,7 @@ func New(opts Options) (*Limiter, error) {
 		l.log = *opts.Logger
 	}
 	l.stats.Peak = l.limit
+	l.stats.Mode = opts.Mode
 	return l, nil
 }
 
@@ -241,6 +260,13 @@ func (l *Limiter) observe(epoch uint64, latency time.Duration, o Outcome) {
 	case Lost:
 		l.stats.Lost++
 		return
+	case Failed:
+		l.stats.Failed++
+		if epoch == l.epoch && l.stats.Baseline != 0 {
+			l.failed++
+			l.judge()
+		}
+		return
 	case Throttled:
 		l.stats.Throttled++
 		if epoch == l.epoch {
@@ -249,6 +275,7 @@ func (l *Limiter) observe(epoch uint64, latency time.Duration, o Outcome) {
 		return
 	}
 	l.stats.Answered++
+	l.settled++
 	if epoch != l.epoch {
 		return // started before the last decrease
 	}
@@ -258,16 +285,32 @@ func (l *Limiter) observe(epoch uint64, latency time.Duration, o Outcome) {
 			return
 		}
 		l.stats.Baseline = max(median(l.samples), time.Nanosecond)
+		l.stats.BaselineLimit = l.limit
 		l.samples = l.samples[:0]
 		l.log.Debug().Dur("baseline", l.stats.Baseline).Int("limit", l.limit).Msg("pace: baseline latency measured")
 		return
 	}
-	if len(l.samples) < max(l.limit, l.opts.Window) {
+	l.judge()
+}
+
+// judge ends a full window: too slow or too many failures shrink the limit, otherwise it grows by
+// one. l.mu is held.
+func (l *Limiter) judge() {
+	if len(l.samples)+l.failed < max(l.limit, l.opts.Window) {
+		return
+	}
+	failed, answered := l.failed, len(l.samples)
+	l.failed = 0
+	if failed*4 > failed+answered {
+		l.samples = l.samples[:0]
+		l.decrease(l.opts.Backoff, fmt.Sprintf("%d of %d calls failed", failed, failed+answered))
 		return
 	}
 	m := median(l.samples)
 	l.samples = l.samples[:0]
-	if m < l.stats.Baseline {
+	// The baseline follows the fastest window, but only one run at least at the concurrency it
+	// was measured at: the lower latency of fewer calls in flight is not the norm to hold.
+	if m < l.stats.Baseline && l.limit >= l.stats.BaselineLimit {
 		l.stats.Baseline = max(m, time.Nanosecond)
 	}
 	if float64(m) > l.opts.Tolerance*float64(l.stats.Baseline) {
@@ -286,6 +329,8 @@ func (l *Limiter) observe(epoch uint64, latency time.Duration, o Outcome) {
 func (l *Limiter) decrease(factor float64, why string) {
 	l.epoch++
 	l.samples = l.samples[:0]
+	l.failed = 0
+	l.settled = 0
 	if l.limit <= l.opts.Min {
 		return
 	}
@@ -293,6 +338,23 @@ func (l *Limiter) decrease(factor float64, why string) {
 	l.limit = max(next, l.opts.Min)
 	l.stats.Decreases++
 	l.log.Debug().Int("limit", l.limit).Str("why", why).Msg("pace: limit lowered")
+}
+
+// Throttle reports a 429 the API server answered to a call that client-go then retried on its own
+// after the answer's Retry-After (API Priority and Fairness rejecting a request its queues could
+// not hold): the server asked for less, so the limit is halved, at most once per window of
+// answered calls (the 429s of one burst are one signal). A nil Limiter ignores it.
+func (l *Limiter) Throttle() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stats.Throttles++
+	if l.stats.Throttles > 1 && l.settled < max(l.limit, l.opts.Window) {
+		return
+	}
+	l.decrease(throttleBackoff, "the API server answered 429 (API Priority and Fairness)")
 }
 
 // Limit returns the current limit (0 for a nil Limiter, which does not limit).

@@ -401,7 +401,9 @@ func TestOutcomeOf(t *testing.T) {
 		{nil, Answered},
 		{apierrors.NewConflict(gr, "a", errors.New("x")), Answered},
 		{apierrors.NewNotFound(gr, "a"), Answered},
-		{apierrors.NewInternalError(errors.New("kms")), Answered},
+		{apierrors.NewInternalError(errors.New("kms")), Failed},
+		{apierrors.NewServiceUnavailable("etcd"), Failed},
+		{apierrors.NewBadRequest("bad"), Answered},
 		{apierrors.NewTooManyRequests("slow down", 1), Throttled},
 		{apierrors.NewServerTimeout(gr, "patch", 1), Throttled},
 		{apierrors.NewTimeoutError("timeout", 1), Throttled},
@@ -413,4 +415,85 @@ func TestOutcomeOf(t *testing.T) {
 			t.Errorf("OutcomeOf(%v) = %s, want %s", tc.err, got, tc.want)
 		}
 	}
+}
+
+// The baseline is the latency at the concurrency the caller starts at: a limiter that starts at
+// 16 in flight and keeps the latency it measured there neither grows past a knee nor shrinks to
+// one call because 16 calls are slower than one.
+func TestBaselineIsMeasuredAtTheInitialConcurrency(t *testing.T) {
+	l, clk := newLimiter(t, Options{Max: 32, Initial: 16, BaselineSamples: 16, Window: 8, Tolerance: 2})
+	round(t, l, clk, 20*ms, Answered) // 16 calls at 16 in flight, 20 ms each
+	if s := l.Stats(); s.Baseline != 20*ms || s.BaselineLimit != 16 || s.Limit != 16 {
+		t.Fatalf("stats %+v: want the baseline 20ms measured at 16 in flight", s)
+	}
+	for range 20 {
+		round(t, l, clk, 25*ms, Answered) // within 2x: grows
+	}
+	if s := l.Stats(); s.Limit != 32 || s.Decreases != 0 {
+		t.Fatalf("stats %+v: want the limit at its max 32 with no decrease", s)
+	}
+}
+
+// Windows at a lower limit than the baseline's do not lower the baseline: after a real slowdown the
+// limit comes back to the concurrency it was measured at instead of ratcheting down to one call.
+func TestBaselineIsNotLoweredByWindowsBelowItsConcurrency(t *testing.T) {
+	l, clk := newLimiter(t, Options{Max: 16, Initial: 16, BaselineSamples: 16, Window: 4, Tolerance: 2})
+	round(t, l, clk, 20*ms, Answered)
+	round(t, l, clk, 100*ms, Answered) // a real slowdown: 16 -> 11
+	if got := l.Limit(); got != 11 {
+		t.Fatalf("limit %d after a slow window, want 11", got)
+	}
+	for range 4 { // at 11, 12, 13 and 14 in flight
+		round(t, l, clk, 5*ms, Answered) // fewer in flight, faster: must not become the norm
+	}
+	if s := l.Stats(); s.Baseline != 20*ms {
+		t.Fatalf("baseline %s, want 20ms kept (windows below 16 in flight do not lower it)", s.Baseline)
+	}
+	for range 10 {
+		round(t, l, clk, 30*ms, Answered) // 1.5x the baseline at 16: fine
+	}
+	if got := l.Limit(); got != 16 {
+		t.Fatalf("limit %d, want back at 16", got)
+	}
+}
+
+// A window in which more than a quarter of the calls failed with a server error shrinks the limit;
+// a few failures do not.
+func TestServerErrorsShrinkTheLimit(t *testing.T) {
+	l, clk := newLimiter(t, Options{Max: 8, Initial: 8, BaselineSamples: 8, Window: 8})
+	round(t, l, clk, 10*ms, Answered)
+	calls(t, l, clk, 7, 10*ms, Answered)
+	calls(t, l, clk, 1, 10*ms, Failed) // 1 of 8: within
+	if s := l.Stats(); s.Limit != 8 || s.Decreases != 0 || s.Failed != 1 {
+		t.Fatalf("stats %+v after 1 failure in 8: want no decrease", s)
+	}
+	calls(t, l, clk, 5, 10*ms, Answered)
+	calls(t, l, clk, 3, 10*ms, Failed) // 3 of 8: too many
+	if s := l.Stats(); s.Limit != 5 || s.Decreases != 1 {
+		t.Fatalf("stats %+v after 3 failures in 8: want one decrease to 5", s)
+	}
+}
+
+// 429s that client-go retried on its own reach the limiter through Throttle: the first halves the
+// limit, the rest of the same burst do not, and the next burst after a window of answers does.
+func TestThrottleHalvesOncePerBurst(t *testing.T) {
+	l, clk := newLimiter(t, Options{Max: 64, Initial: 64, BaselineSamples: 4, Window: 4})
+	for range 10 {
+		l.Throttle()
+	}
+	if s := l.Stats(); s.Limit != 32 || s.Throttles != 10 || s.Decreases != 1 {
+		t.Fatalf("stats %+v after a burst of 10 429s: want one halving to 32", s)
+	}
+	calls(t, l, clk, 31, 10*ms, Answered) // less than a window (the limit, 32)
+	l.Throttle()
+	if got := l.Limit(); got != 32 {
+		t.Fatalf("limit %d: a 429 within the window of the last cut cut again", got)
+	}
+	calls(t, l, clk, 1, 10*ms, Answered)
+	l.Throttle()
+	if got := l.Limit(); got != 16 {
+		t.Fatalf("limit %d: want 16 after a 429 a window later", got)
+	}
+	var nl *Limiter
+	nl.Throttle() // a nil limiter ignores it
 }

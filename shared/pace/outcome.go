@@ -8,8 +8,9 @@ import (
 )
 
 // OutcomeOf classifies the error of a Kubernetes API call for Release: nil and any answer of the
-// server are Answered; 429 Too Many Requests and timeouts (the server's 504 or a call that ran
-// out of time) are Throttled; anything else (no answer, a canceled call) is Lost.
+// server below 500 are Answered; 429 Too Many Requests and timeouts (the server's 504 or a call
+// that ran out of time) are Throttled; the server's other 5xx answers are Failed; anything else
+// (no answer, a canceled call) is Lost.
 func OutcomeOf(err error) Outcome {
 	if err == nil {
 		return Answered
@@ -20,6 +21,9 @@ func OutcomeOf(err error) Outcome {
 	}
 	var st apierrors.APIStatus
 	if errors.As(err, &st) {
+		if st.Status().Code >= 500 {
+			return Failed
+		}
 		return Answered
 	}
 	return Lost

@@ -103,6 +103,9 @@ type Summary struct {
 // PaceSummary is what the adaptive limiter did during a run: why a default run went at the speed
 // it did.
 type PaceSummary struct {
+	// Mode says how the limiter was set up and why (package job: "apf" with rekey's FlowSchema in
+	// charge, "bounded" without, with the reason).
+	Mode string `json:"mode,omitempty"`
 	// Limit is the patches allowed in flight at the end; Peak the most it allowed; Max its bound
 	// (Options.Concurrency).
 	Limit int `json:"limit"`
@@ -110,11 +113,16 @@ type PaceSummary struct {
 	Max   int `json:"max"`
 	// BaselineMs is the unloaded patch latency it measured, in milliseconds (0: not measured).
 	BaselineMs float64 `json:"baselineMs"`
+	// BaselineLimit is the concurrency the baseline was measured at.
+	BaselineLimit int `json:"baselineLimit"`
 	// Increases and Decreases count its changes of the limit; Throttled the 429s and server
-	// timeouts that cut it at once.
-	Increases int64 `json:"increases"`
-	Decreases int64 `json:"decreases"`
-	Throttled int64 `json:"throttled"`
+	// timeouts returned to rekey, TooManyRequests the 429s client-go retried on its own (APF's
+	// queues full), Failed the server errors.
+	Increases       int64 `json:"increases"`
+	Decreases       int64 `json:"decreases"`
+	Throttled       int64 `json:"throttled"`
+	TooManyRequests int64 `json:"tooManyRequests"`
+	Failed          int64 `json:"failed"`
 }
 
 // paceSummary summarizes l (nil for no limiter).
@@ -123,8 +131,9 @@ func paceSummary(l *pace.Limiter, maxInFlight int) *PaceSummary {
 		return nil
 	}
 	st := l.Stats()
-	return &PaceSummary{Limit: st.Limit, Peak: st.Peak, Max: maxInFlight, BaselineMs: float64(st.Baseline) / float64(time.Millisecond),
-		Increases: st.Increases, Decreases: st.Decreases, Throttled: st.Throttled}
+	return &PaceSummary{Mode: st.Mode, Limit: st.Limit, Peak: st.Peak, Max: maxInFlight, BaselineMs: float64(st.Baseline) / float64(time.Millisecond),
+		BaselineLimit: st.BaselineLimit, Increases: st.Increases, Decreases: st.Decreases, Throttled: st.Throttled,
+		TooManyRequests: st.Throttles, Failed: st.Failed}
 }
 
 // OK reports whether the run was complete and every object ended rewritten, current or deleted.

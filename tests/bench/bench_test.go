@@ -20,6 +20,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -181,6 +182,8 @@ type harness struct {
 	aesKeys []controlplane.Key
 	profile string // a CPU profile written by the last rekey row, not read yet
 	rep     *report
+	// plSpec is rekey's priority level as shipped, while the politeness bench caps it.
+	plSpec *flowcontrolv1.PriorityLevelConfigurationSpec
 }
 
 func start(b *testing.B, cfg benchConfig) *harness {
@@ -221,18 +224,7 @@ func start(b *testing.B, cfg benchConfig) *harness {
 	// Only the functions row rotates through an event; the others rotate muted.
 	tw.MuteEvents(true)
 
-	u, err := url.Parse(tw.Cluster.Server)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if h.proxy, err = startProxy(u.Host); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(h.proxy.Close)
-	h.kc = filepath.Join(h.dir, "admin.kubeconfig")
-	if err := h.writeKubeconfig(controlplane.AdminUser, h.kc); err != nil {
-		b.Fatal(err)
-	}
+	h.proxyAs(controlplane.AdminUser)
 	// The functions get their kubeconfig from the CS stand-in: hand them one through the proxy.
 	fnKC := filepath.Join(h.dir, "function.kubeconfig")
 	if err := h.writeKubeconfig(twin.FunctionUser, fnKC); err != nil {
@@ -261,6 +253,24 @@ func start(b *testing.B, cfg benchConfig) *harness {
 	return h
 }
 
+// proxyAs starts the counting proxy every client of a row goes through and writes h.kc, a
+// kubeconfig for user through it.
+func (h *harness) proxyAs(user string) {
+	h.b.Helper()
+	u, err := url.Parse(h.tw.Cluster.Server)
+	if err != nil {
+		h.b.Fatal(err)
+	}
+	if h.proxy, err = startProxy(u.Host); err != nil {
+		h.b.Fatal(err)
+	}
+	h.b.Cleanup(h.proxy.Close)
+	h.kc = filepath.Join(h.dir, user+".kubeconfig")
+	if err := h.writeKubeconfig(user, h.kc); err != nil {
+		h.b.Fatal(err)
+	}
+}
+
 func (h *harness) writeKubeconfig(user, path string) error {
 	token, ok := h.tw.Cluster.Token(user)
 	if !ok {
@@ -277,9 +287,12 @@ func (h *harness) writeKubeconfig(user, path string) error {
 	return nil
 }
 
+// underKMS says whether a stored value is under key version version: its KMS v2 key_id is the one
+// the twin's plugins write for it (opaque on the ACK-shaped twin, not the version ID).
 func (h *harness) underKMS(version string) func(storedvalue.Value) bool {
+	keyID := h.tw.KeyIDFor(version)
 	return func(v storedvalue.Value) bool {
-		return v.Provider == storedvalue.KMSv2 && v.KeyName == kmsstack.ProviderName && v.KeyID == version
+		return v.Provider == storedvalue.KMSv2 && v.KeyName == kmsstack.ProviderName && v.KeyID == keyID
 	}
 }
 
@@ -623,7 +636,8 @@ func (h *harness) rekey(profile bool, args ...string) (client, error) {
 		note: fmt.Sprintf("rewritten %d, current %d, retries %d; pass %.2fs (%.0f obj/s; wall time adds start-up)",
 			s.Total.Rewritten, s.Total.Current, s.Retries, s.DurationSeconds, s.ObjectsPerSecond)}
 	if p := s.Pace; p != nil {
-		c.note += fmt.Sprintf("; pace: %d in flight at the end (peak %d), baseline %.1f ms, %d slowdowns", p.Limit, p.Peak, p.BaselineMs, p.Decreases)
+		c.note += fmt.Sprintf("; pace: %d in flight at the end (peak %d), baseline %.1f ms at %d in flight, %d slowdowns, %d 429s; %s",
+			p.Limit, p.Peak, p.BaselineMs, p.BaselineLimit, p.Decreases, p.TooManyRequests, p.Mode)
 	}
 	if profile {
 		h.profile = prof

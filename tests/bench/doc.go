@@ -20,4 +20,16 @@
 //	REKEY_BENCH_PROFILE_N=<largest>  N at which rekey --max-speed writes results/rekey-cpu.pprof
 //	REKEY_BENCH_IDLE=15s             how long the idle foreground client is sampled
 //	REKEY_BENCH_ROUNDS=3             rounds of the rows compared with the ceiling (e, c-max, g)
+//
+// BenchmarkPoliteness (make bench-politeness) measures rekey's pace on the ACK-shaped twin (two
+// kube-apiserver replicas behind a pinning load balancer): rekey run as its own user with
+// --max-speed, with the default pace under rekey's FlowSchema (infra/apf), with it after the
+// FlowSchema is deleted, and under a priority level that may borrow without limit (not shipped), against a foreground user in the global-default priority level GETting a
+// Secret every 20 ms (p50, p99 and the sample count per row; idle sampled first), in rounds, the
+// key rotated before every row and etcd scanned after it. Results: results/politeness.md, .json.
+//
+//	REKEY_BENCH_POLITE_N=10000       Secrets
+//	REKEY_BENCH_POLITE_IDLE=60s      how long the idle foreground client is sampled
+//	REKEY_BENCH_POLITE_ROUNDS=2      rounds of the four rows
+//	REKEY_BENCH_POLITE_SWEEP=1,4,8,16 --max-speed at these --concurrency values after the rounds ("none")
 package bench

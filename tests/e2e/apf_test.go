@@ -11,16 +11,11 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/rekey-dev/rekey/infra/local/controlplane"
+	"github.com/rekey-dev/rekey/shared/apf"
 )
 
 // apfFile is rekey's API Priority and Fairness configuration, as shipped.
 const apfFile = "../../infra/apf/rekey-apf.yaml"
-
-// APF's answer headers: the UIDs of the FlowSchema and priority level a request was classified into.
-const (
-	headerFlowSchemaUID    = "X-Kubernetes-PF-FlowSchema-UID"
-	headerPriorityLevelUID = "X-Kubernetes-PF-PriorityLevel-UID"
-)
 
 // TestAPFPutsRekeyInItsOwnPriorityLevel applies infra/apf/rekey-apf.yaml as shipped (the role ID
 // filled in as the deploy guide says) and asks the API server how it classifies requests: the
@@ -86,5 +81,5 @@ func classify(t *testing.T, cfg *rest.Config) (flowSchemaUID, priorityLevelUID s
 	if resp.StatusCode != http.StatusOK {
 		t.Fatal(fmt.Errorf("GET /version: %s", resp.Status))
 	}
-	return resp.Header.Get(headerFlowSchemaUID), resp.Header.Get(headerPriorityLevelUID)
+	return resp.Header.Get(apf.HeaderFlowSchemaUID), resp.Header.Get(apf.HeaderPriorityLevelUID)
 }

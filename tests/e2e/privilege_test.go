@@ -89,6 +89,8 @@ type rbacCase struct {
 	Rule int
 	// Verb and Group/Resource for a resource rule; Verb "get" and URL for a non-resource one.
 	Verb, Group, Resource, URL string
+	// Name is the one object a resource rule is limited to ("": any).
+	Name string
 }
 
 // ID names the permission, e.g. "rekey.yaml ClusterRole/rekey: list secrets".
@@ -98,6 +100,9 @@ func (c rbacCase) ID() string {
 		what = c.Resource
 		if c.Group != "" {
 			what += "." + c.Group
+		}
+		if c.Name != "" {
+			what += "/" + c.Name
 		}
 	}
 	return fmt.Sprintf("%s %s: %s %s", filepath.Base(c.File), c.Role, c.Verb, what)
@@ -140,11 +145,15 @@ func rbacCases(t *testing.T, path string) []rbacCase {
 				}
 				continue
 			}
-			if len(rule.Resources) != 1 || len(rule.APIGroups) != 1 || len(rule.ResourceNames) != 0 {
-				t.Fatalf("%s %s rule %d: one group and one resource per rule, no resourceNames, please", path, r, i)
+			if len(rule.Resources) != 1 || len(rule.APIGroups) != 1 || len(rule.ResourceNames) > 1 {
+				t.Fatalf("%s %s rule %d: one group, one resource and at most one resourceName per rule, please", path, r, i)
 			}
 			for _, v := range rule.Verbs {
-				out = append(out, rbacCase{File: path, Role: r, Rule: i, Verb: v, Group: rule.APIGroups[0], Resource: rule.Resources[0]})
+				c := rbacCase{File: path, Role: r, Rule: i, Verb: v, Group: rule.APIGroups[0], Resource: rule.Resources[0]}
+				if len(rule.ResourceNames) == 1 {
+					c.Name = rule.ResourceNames[0]
+				}
+				out = append(out, c)
 			}
 		}
 	}
@@ -185,7 +194,8 @@ func grants(roles []rbacRole, c rbacCase) bool {
 				continue
 			}
 			if (r.Kind == "ClusterRole" || r.Namespace == c.Role.Namespace) && slices.Contains(rule.APIGroups, c.Group) &&
-				slices.Contains(rule.Resources, c.Resource) && slices.Contains(rule.Verbs, c.Verb) {
+				slices.Contains(rule.Resources, c.Resource) && slices.Contains(rule.Verbs, c.Verb) &&
+				(len(rule.ResourceNames) == 0 || slices.Contains(rule.ResourceNames, c.Name)) {
 				return true
 			}
 		}
@@ -201,7 +211,7 @@ func waitAuthorized(t *testing.T, cs kubernetes.Interface, user string, c rbacCa
 	if c.URL != "" {
 		spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Verb: "get", Path: c.URL}
 	} else {
-		spec.ResourceAttributes = &authorizationv1.ResourceAttributes{Verb: c.Verb, Group: c.Group, Resource: c.Resource, Namespace: c.Role.Namespace}
+		spec.ResourceAttributes = &authorizationv1.ResourceAttributes{Verb: c.Verb, Group: c.Group, Resource: c.Resource, Namespace: c.Role.Namespace, Name: c.Name}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -268,6 +278,9 @@ func cliPrivilege(t *testing.T, h *hygiene) []privilegeRow {
 		"rekey.yaml ClusterRole/rekey: patch secrets": {"required", cli.ExitUsage, []string{"patch secrets (all namespaces)"}},
 		// The verifier's apiserver layer fails, naming the path.
 		"rekey.yaml ClusterRole/rekey: get /readyz/kms-providers": {"required", cli.ExitFailed, []string{`/readyz/kms-providers`, `cannot get path`}},
+		// Without reading its FlowSchema rekey cannot tell whether APF paces it: it paces itself,
+		// bounded, and says why.
+		"rekey.yaml ClusterRole/rekey: get flowschemas.flowcontrol.apiserver.k8s.io/rekey": {"fallback", cli.ExitOK, []string{"may not read FlowSchema rekey", "rekey paces itself instead"}},
 		// Without /metrics the gate proves adoption with the effect canaries recorded by earlier runs.
 		"rekey.yaml ClusterRole/rekey-metrics: get /metrics": {"fallback", cli.ExitOK, []string{`"kind":"canary"`, `"direct":true`}},
 		// Without create the gate cannot record canaries for the next rotation, and says so.
@@ -335,21 +348,22 @@ func functionPrivilege(t *testing.T, h *hygiene) []privilegeRow {
 		return []string{fmt.Sprintf(`\"%s\" on %s in namespace %s`, verb, resource, "rekey-system")}
 	}
 	want := map[string]necessity{
-		"rekey-function.yaml ClusterRole/rekey-function: list secrets":                                  {"required", 0, []string{"list secrets (all namespaces)"}},
-		"rekey-function.yaml ClusterRole/rekey-function: get secrets":                                   {"required", 0, []string{"get secrets (all namespaces)"}},
-		"rekey-function.yaml ClusterRole/rekey-function: patch secrets":                                 {"required", 0, []string{"patch secrets (all namespaces)"}},
-		"rekey-function.yaml ClusterRole/rekey-function: get /readyz/kms-providers":                     {"required", 0, []string{"/readyz/kms-providers", "cannot get path"}},
-		"rekey-function.yaml ClusterRole/rekey-function: get /metrics":                                  {"fallback", 0, []string{`"kind":"canary"`}},
-		"rekey-function.yaml Role/rekey-system/rekey-function: get configmaps":                          {"required", 0, state("get", "configmaps")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: create configmaps":                       {"required", 0, state("create", "configmaps")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: list configmaps":                         {"fallback", 0, []string{"evidenceError", "older records not pruned", `\"list\" on configmaps`}},
-		"rekey-function.yaml Role/rekey-system/rekey-function: update configmaps":                       {"required", 0, state("update", "configmaps")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: delete configmaps":                       {"required", 0, state("delete", "configmaps")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: get leases.coordination.k8s.io":          {"required", 0, state("get", "leases.coordination.k8s.io")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: create leases.coordination.k8s.io":       {"required", 0, state("create", "leases.coordination.k8s.io")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: update leases.coordination.k8s.io":       {"required", 0, state("update", "leases.coordination.k8s.io")},
-		"rekey-function.yaml Role/rekey-system/rekey-function: create secrets":                          {"fallback", 0, []string{"canaries not recorded", `cannot create resource \"secrets\"`}},
-		"rekey-function.yaml Role/kube-system/rekey-function-replicas: list leases.coordination.k8s.io": {"required", 0, []string{"may not list Leases in kube-system"}},
+		"rekey-function.yaml ClusterRole/rekey-function: list secrets":                                       {"required", 0, []string{"list secrets (all namespaces)"}},
+		"rekey-function.yaml ClusterRole/rekey-function: get secrets":                                        {"required", 0, []string{"get secrets (all namespaces)"}},
+		"rekey-function.yaml ClusterRole/rekey-function: patch secrets":                                      {"required", 0, []string{"patch secrets (all namespaces)"}},
+		"rekey-function.yaml ClusterRole/rekey-function: get /readyz/kms-providers":                          {"required", 0, []string{"/readyz/kms-providers", "cannot get path"}},
+		"rekey-function.yaml ClusterRole/rekey-function: get /metrics":                                       {"fallback", 0, []string{`"kind":"canary"`}},
+		"rekey-function.yaml ClusterRole/rekey-function: get flowschemas.flowcontrol.apiserver.k8s.io/rekey": {"fallback", 0, []string{"may not read FlowSchema rekey"}},
+		"rekey-function.yaml Role/rekey-system/rekey-function: get configmaps":                               {"required", 0, state("get", "configmaps")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: create configmaps":                            {"required", 0, state("create", "configmaps")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: list configmaps":                              {"fallback", 0, []string{"evidenceError", "older records not pruned", `\"list\" on configmaps`}},
+		"rekey-function.yaml Role/rekey-system/rekey-function: update configmaps":                            {"required", 0, state("update", "configmaps")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: delete configmaps":                            {"required", 0, state("delete", "configmaps")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: get leases.coordination.k8s.io":               {"required", 0, state("get", "leases.coordination.k8s.io")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: create leases.coordination.k8s.io":            {"required", 0, state("create", "leases.coordination.k8s.io")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: update leases.coordination.k8s.io":            {"required", 0, state("update", "leases.coordination.k8s.io")},
+		"rekey-function.yaml Role/rekey-system/rekey-function: create secrets":                               {"fallback", 0, []string{"canaries not recorded", `cannot create resource \"secrets\"`}},
+		"rekey-function.yaml Role/kube-system/rekey-function-replicas: list leases.coordination.k8s.io":      {"required", 0, []string{"may not list Leases in kube-system"}},
 	}
 	defer unusedExpectations(t, want, functionRBACFile)
 	cases := rbacCases(t, functionRBACFile)

@@ -29,12 +29,13 @@ func TestRunHelpDocumentsMaxSpeed(t *testing.T) {
 
 func TestSummarySaysHowTheRunWasPaced(t *testing.T) {
 	s := reencrypt.Summary{Strategy: reencrypt.Rewrite, Complete: true,
-		Pace: &reencrypt.PaceSummary{Limit: 2, Peak: 5, Max: 32, BaselineMs: 1.25, Decreases: 7, Throttled: 1}}
+		Pace: &reencrypt.PaceSummary{Mode: "bounded: FlowSchema rekey does not exist", Limit: 2, Peak: 5, Max: 32, BaselineMs: 1.25, BaselineLimit: 8,
+			Decreases: 7, Throttled: 1, TooManyRequests: 3}}
 	var out bytes.Buffer
 	if err := printSummary(&out, "text", s); err != nil {
 		t.Fatal(err)
 	}
-	want := "pace: adaptive, 2 in flight at the end (peak 5 of --concurrency 32), unloaded latency 1.2 ms, 7 slowdowns, 1 throttled; --max-speed runs 32 at once"
+	want := "pace: bounded: FlowSchema rekey does not exist; 2 in flight at the end (peak 5 of --concurrency 32), latency 1.2 ms at 8 in flight, 7 slowdowns, 1 throttled, 3 429s retried; --max-speed runs 32 at once"
 	if !strings.Contains(out.String(), want) {
 		t.Fatalf("summary lacks the pace line %q:\n%s", want, out.String())
 	}

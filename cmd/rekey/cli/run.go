@@ -317,8 +317,8 @@ func printSummary(w io.Writer, format string, s reencrypt.Summary) error {
 	}
 	fmt.Fprintf(w, "strategy %s; %.1fs, %.0f objects/s, %d retries, %d conflicts\n", mode, s.DurationSeconds, s.ObjectsPerSecond, s.Retries, s.Conflicts)
 	if p := s.Pace; p != nil {
-		fmt.Fprintf(w, "pace: adaptive, %d in flight at the end (peak %d of --concurrency %d), unloaded latency %.1f ms, %d slowdowns, %d throttled; --max-speed runs %d at once\n",
-			p.Limit, p.Peak, p.Max, p.BaselineMs, p.Decreases, p.Throttled, p.Max)
+		fmt.Fprintf(w, "pace: %s; %d in flight at the end (peak %d of --concurrency %d), latency %.1f ms at %d in flight, %d slowdowns, %d throttled, %d 429s retried; --max-speed runs %d at once\n",
+			orAdaptive(p.Mode), p.Limit, p.Peak, p.Max, p.BaselineMs, p.BaselineLimit, p.Decreases, p.Throttled, p.TooManyRequests, p.Max)
 	}
 	if !s.Complete {
 		fmt.Fprintf(w, "incomplete: %s (%d objects not attempted; run again to finish: rewritten objects come back current)\n", orUnknownReason(s.StopReason), s.Total.NotAttempted)
@@ -330,6 +330,14 @@ func printSummary(w io.Writer, format string, s reencrypt.Summary) error {
 		fmt.Fprintf(w, "... and %d more failures\n", s.FailuresOmitted)
 	}
 	return nil
+}
+
+// orAdaptive names a pace without a mode (a summary from before modes) "adaptive".
+func orAdaptive(mode string) string {
+	if mode == "" {
+		return "adaptive"
+	}
+	return mode
 }
 
 func orUnknownReason(r string) string {

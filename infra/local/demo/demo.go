@@ -20,8 +20,16 @@ import (
 	"github.com/rekey-dev/rekey/infra/local/controlplane"
 	"github.com/rekey-dev/rekey/infra/local/kmsstack"
 	"github.com/rekey-dev/rekey/infra/local/seed"
+	"github.com/rekey-dev/rekey/infra/local/twin"
 	"github.com/rekey-dev/rekey/shared/etcdscan"
 	"github.com/rekey-dev/rekey/shared/kms"
+)
+
+// The demo's CLI runs as the user infra/rbac/rekey.yaml binds, as an operator's would: not as an
+// administrator, whom API Priority and Fairness exempts and RBAC does not limit.
+const (
+	cliUser     = "rekey"
+	cliRBACFile = "infra/rbac/rekey.yaml"
 )
 
 // Config sets up one demo run.
@@ -59,8 +67,13 @@ func Run(ctx context.Context, cfg Config) error {
 	note("plugin on %s, calling KMS as the assumed role %s (as on ACK)", st.Socket, kmsstack.PluginRole)
 
 	say("starting etcd and kube-apiserver on loopback; Secrets are encrypted at rest with KMS v2 (provider %q)", kmsstack.ProviderName)
+	repo, err := twin.RepoRoot("")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
 	c, err := controlplane.Start(ctx, controlplane.Options{
 		Encryption: &controlplane.Encryption{Providers: []controlplane.Provider{st.Provider(), controlplane.Identity()}},
+		Users:      []controlplane.User{{Name: cliUser}},
 	})
 	if err != nil {
 		return fmt.Errorf("demo: start control plane: %w", err)
@@ -73,6 +86,12 @@ func Run(ctx context.Context, cfg Config) error {
 	cs, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("demo: client: %w", err)
+	}
+	say("applying rekey's RBAC (%s) and API Priority and Fairness objects (%s): rekey runs as user %q, in a priority level of its own", cliRBACFile, twin.APFFile, cliUser)
+	for _, f := range []string{cliRBACFile, twin.APFFile} {
+		if err := twin.ApplyRBAC(ctx, cs, filepath.Join(repo, f), twin.FunctionRoleID); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
 	}
 	namespaces := []string{"payments", "orders", "identity", "platform"}
 	say("creating %d Secrets in %s", cfg.Secrets, strings.Join(namespaces, ", "))
@@ -103,8 +122,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	kubeconfig := filepath.Join(c.Dir, "admin.kubeconfig")
-	if err := c.WriteKubeconfig(controlplane.AdminUser, kubeconfig); err != nil {
+	kubeconfig := filepath.Join(c.Dir, cliUser+".kubeconfig")
+	if err := c.WriteKubeconfig(cliUser, kubeconfig); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	kmsArgs := []string{"--kms-key-id", st.KeyID, "--kms-region", st.Region, "--kms-endpoint", st.Endpoint, "--kms-scheme", "HTTP"}

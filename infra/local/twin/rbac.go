@@ -10,6 +10,7 @@ import (
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +23,11 @@ import (
 // nothing else for the functions' identity.
 const RBACFile = "infra/rbac/rekey-function.yaml"
 
+// APFFile is rekey's API Priority and Fairness configuration (FlowSchema and priority level for the
+// CLI's user and the functions' role ID), relative to the repository root: the twin applies it
+// unless Options.NoAPF.
+const APFFile = "infra/apf/rekey-apf.yaml"
+
 // FunctionUser is the Kubernetes user the functions are in the cluster: as on ACK, the numeric ID
 // of their RAM role (FunctionRoleID), which the CS stand-in's kubeconfig authenticates as and
 // infra/rbac/rekey-function.yaml binds (RoleIDPlaceholder filled in).
@@ -33,10 +39,11 @@ const FunctionRoleID = "300000000000000002"
 // RoleIDPlaceholder stands for the functions' RAM role ID in infra/rbac/rekey-function.yaml.
 const RoleIDPlaceholder = "${RAM_ROLE_ID}"
 
-// ApplyRBAC creates every object of the RBAC file at path (Namespaces, ClusterRoles,
-// ClusterRoleBindings, Roles, RoleBindings) with cs, with RoleIDPlaceholder replaced by roleID as
-// a deployer does ("": left as is); an object that already exists is left as is. Any other kind is
-// an error: the file is meant to grant exactly what it lists.
+// ApplyRBAC creates every object of the RBAC or APF file at path (Namespaces, ClusterRoles,
+// ClusterRoleBindings, Roles, RoleBindings, FlowSchemas, PriorityLevelConfigurations) with cs, with
+// RoleIDPlaceholder replaced by roleID as a deployer does ("": left as is); an object that already
+// exists is left as is. Any other kind is an error: the file is meant to grant exactly what it
+// lists.
 func ApplyRBAC(ctx context.Context, cs kubernetes.Interface, path, roleID string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -78,6 +85,12 @@ func ApplyRBAC(ctx context.Context, cs kubernetes.Interface, path, roleID string
 		case *rbacv1.RoleBinding:
 			name = o.Namespace + "/" + o.Name
 			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *flowcontrolv1.PriorityLevelConfiguration:
+			name = o.Name
+			_, err = cs.FlowcontrolV1().PriorityLevelConfigurations().Create(ctx, o, metav1.CreateOptions{})
+		case *flowcontrolv1.FlowSchema:
+			name = o.Name
+			_, err = cs.FlowcontrolV1().FlowSchemas().Create(ctx, o, metav1.CreateOptions{})
 		default:
 			return fmt.Errorf("apply rbac %s: unexpected kind %s", path, gvk)
 		}

@@ -80,6 +80,11 @@ type Options struct {
 	Single bool
 	// Replicas is the number of kube-apiserver replicas of the ACK-shaped twin (default 2).
 	Replicas int
+	// NoAPF leaves rekey's API Priority and Fairness objects (APFFile) out: rekey's requests are
+	// then classified like any other client's, as on a cluster where they were not applied.
+	NoAPF bool
+	// Users are more token users of the control plane, besides the functions' (controlplane.User).
+	Users []controlplane.User
 	// AdoptSpread separates the replicas' plugins adopting a new key version: replica i's plugin
 	// reports it i×AdoptSpread after it first sees it (default DefaultAdoptSpread; negative: 0).
 	AdoptSpread time.Duration
@@ -178,7 +183,7 @@ type Twin struct {
 	bridgeErr []error
 }
 
-// Start starts the twin: KMS stack, control plane with the functions' RBAC, CS stand-in, webhook,
+// Start starts the twin: KMS stack, control plane with the functions' RBAC and rekey's APF objects, CS stand-in, webhook,
 // EventBridge router and the functions of s.yaml (building them first). ctx bounds the start-up.
 // On error everything started is stopped.
 func Start(ctx context.Context, opts Options) (_ *Twin, err error) {
@@ -243,7 +248,7 @@ func Start(ctx context.Context, opts Options) (_ *Twin, err error) {
 		ReplicaEncryption: func(i int) *controlplane.Encryption {
 			return &controlplane.Encryption{Providers: []controlplane.Provider{providers[i], controlplane.Identity()}}
 		},
-		Users: []controlplane.User{{Name: FunctionUser}},
+		Users: append([]controlplane.User{{Name: FunctionUser}}, opts.Users...),
 		Log:   opts.ControlPlaneLog,
 	})
 	if err != nil {
@@ -255,6 +260,11 @@ func Start(ctx context.Context, opts Options) (_ *Twin, err error) {
 	}
 	if err := ApplyRBAC(ctx, admin, filepath.Join(t.repo, RBACFile), FunctionRoleID); err != nil {
 		return nil, fmt.Errorf("twin: %w", err)
+	}
+	if !opts.NoAPF {
+		if err := ApplyRBAC(ctx, admin, filepath.Join(t.repo, APFFile), FunctionRoleID); err != nil {
+			return nil, fmt.Errorf("twin: %w", err)
+		}
 	}
 	if err := t.startCS(); err != nil {
 		return nil, err
@@ -570,6 +580,10 @@ func randomHex(n int) (string, error) {
 }
 
 // repoRoot returns dir, or the directory of rekey's go.mod at or above the working directory.
+// RepoRoot returns dir made absolute, or ("") the directory of the go.mod of module
+// github.com/rekey-dev/rekey at or above the working directory.
+func RepoRoot(dir string) (string, error) { return repoRoot(dir) }
+
 func repoRoot(dir string) (string, error) {
 	if dir != "" {
 		return filepath.Abs(dir)
