@@ -51,7 +51,10 @@ type fakeCluster struct {
 	// apfFlowSchema, when set, is the FlowSchema UID every answer names (APF on); flowSchemaRekey
 	// is the UID of the FlowSchema named rekey ("": it does not exist).
 	apfFlowSchema, flowSchemaRekey string
-	srv                            *httptest.Server
+	// tooMany answers that many patches 429 with Retry-After: 0 before serving them (APF's queues
+	// full; client-go retries them on its own).
+	tooMany int
+	srv     *httptest.Server
 }
 
 func newFakeCluster(t *testing.T, n int) *fakeCluster {
@@ -201,6 +204,12 @@ func (f *fakeCluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if r.Method == http.MethodPatch && f.tooMany > 0 {
+		f.tooMany--
+		w.Header().Set("Retry-After", "0")
+		status(w, 429, metav1.StatusReasonTooManyRequests, "too many requests, please try again later")
+		return
+	}
 	k := ns + "/" + name
 	rv, ok := f.objs[k]
 	if !ok {

@@ -423,3 +423,23 @@ func TestPacingFollowsAPF(t *testing.T) {
 		})
 	}
 }
+
+// TestRetried429sSlowTheRunDown: 429s that client-go retries on its own (APF's queues full) never
+// reach the engine as errors; the run's transport reports them to the limiter, which halves.
+func TestRetried429sSlowTheRunDown(t *testing.T) {
+	f := newFixture(t, 200)
+	f.api.apfFlowSchema, f.api.flowSchemaRekey = "fs-rekey", "fs-rekey"
+	f.api.tooMany = 5
+	deps := f.deps("")
+	deps.State = nil
+	spec := f.spec()
+	spec.Concurrency = 32
+	out := mustRun(t, context.Background(), spec, deps)
+	p := out.Summary.Pace
+	if out.Status != StatusDone || out.Summary.Total.Failed != 0 || p == nil {
+		t.Fatalf("outcome %s %q, summary %+v: want done without failures", out.Status, out.Reason, out.Summary)
+	}
+	if p.TooManyRequests != 5 || p.Decreases < 1 {
+		t.Fatalf("pace %+v: want the 5 retried 429s counted and the limit cut", p)
+	}
+}
