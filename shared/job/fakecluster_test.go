@@ -43,7 +43,8 @@ type fakeCluster struct {
 	// lists records the continue token of every secrets list; patches counts PATCH requests.
 	lists   []string
 	patches int
-	// patchDelay slows every patch (a busy API server); onList runs before each list is answered.
+	// patchDelay slows every patch (a busy API server; set it with setPatchDelay while requests may
+	// be in flight); onList runs before each list is answered.
 	patchDelay time.Duration
 	onList     func(cont string)
 	// noLeases makes the identity Lease list forbidden (the replicas cannot be counted).
@@ -70,6 +71,13 @@ func newFakeCluster(t *testing.T, n int) *fakeCluster {
 }
 
 func (f *fakeCluster) rest() *rest.Config { return &rest.Config{Host: f.srv.URL, QPS: -1} }
+
+// setPatchDelay changes patchDelay, also while patches of an earlier run are still being answered.
+func (f *fakeCluster) setPatchDelay(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.patchDelay = d
+}
 
 // listTokens returns the continue tokens of the secrets lists so far.
 func (f *fakeCluster) listTokens() []string {
@@ -199,8 +207,11 @@ func (f *fakeCluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.list(w, r, ns)
 		return
 	}
-	if r.Method == http.MethodPatch && f.patchDelay > 0 {
-		time.Sleep(f.patchDelay) // a busy API server: patches are in flight when the job stops
+	f.mu.Lock()
+	delay := f.patchDelay
+	f.mu.Unlock()
+	if r.Method == http.MethodPatch && delay > 0 {
+		time.Sleep(delay) // a busy API server: patches are in flight when the job stops
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

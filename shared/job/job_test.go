@@ -129,7 +129,7 @@ func TestBusyLease(t *testing.T) {
 // recorded.
 func TestDeadlineLeavesACheckpoint(t *testing.T) {
 	f := newFixture(t, 400)
-	f.api.patchDelay = 5 * time.Millisecond
+	f.api.setPatchDelay(5 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	deps := f.deps("inv-1")
@@ -165,7 +165,7 @@ func TestDeadlineLeavesACheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f.api.patchDelay = 0
+	f.api.setPatchDelay(0)
 	before := len(f.api.listTokens())
 	out = mustRun(t, context.Background(), f.spec(), f.deps("inv-2"))
 	if out.Status != StatusDone || out.VerifiedVersion != f.primary {
@@ -194,7 +194,7 @@ func TestDeadlineLeavesACheckpoint(t *testing.T) {
 // moves the checkpoint inside the page and none reports no progress; the job finishes.
 func TestEveryInvocationMovesTheCheckpoint(t *testing.T) {
 	f := newFixture(t, 200)
-	f.api.patchDelay = 20 * time.Millisecond
+	f.api.setPatchDelay(20 * time.Millisecond)
 	spec := f.spec()
 	spec.Concurrency, spec.PageSize = 2, 200
 	var prev int64
@@ -232,7 +232,7 @@ func TestEveryInvocationMovesTheCheckpoint(t *testing.T) {
 // such invocations in a row is kept in the checkpoint; an invocation that moves resets it.
 func TestInvocationsWithoutProgressSayWhy(t *testing.T) {
 	f := newFixture(t, 20)
-	f.api.patchDelay = 3 * time.Second
+	f.api.setPatchDelay(3 * time.Second)
 	spec := f.spec()
 	spec.Concurrency = 2
 	for i := 1; i <= 2; i++ {
@@ -250,7 +250,7 @@ func TestInvocationsWithoutProgressSayWhy(t *testing.T) {
 			t.Fatalf("checkpoint after invocation %d: stalled %d (%v), want %d", i, cp.Stalled, err, i)
 		}
 	}
-	f.api.patchDelay = 0
+	f.api.setPatchDelay(0)
 	out := mustRun(t, context.Background(), spec, f.deps("fast"))
 	if out.Status != StatusDone || out.NoProgress != "" || out.Stalled != 0 {
 		t.Fatalf("fast invocation: %s %q, no progress %q, stalled %d", out.Status, out.Reason, out.NoProgress, out.Stalled)
@@ -330,7 +330,7 @@ func TestConvergenceRewriteInTheSameInvocationRestarts(t *testing.T) {
 // it (busy), and it does not overwrite that holder's checkpoint.
 func TestLostCheckpointStopsTheJob(t *testing.T) {
 	f := newFixture(t, 200)
-	f.api.patchDelay = 2 * time.Millisecond
+	f.api.setPatchDelay(2 * time.Millisecond)
 	var once sync.Once
 	f.api.onList = func(cont string) {
 		if cont != "" {

@@ -101,7 +101,7 @@ func (k watchPanickyKMS) DescribeKey(ctx context.Context, id string) (kms.KeyMet
 // down; the pass, no longer watched, stops and the job is failed with the reason.
 func TestKeyWatchPanicStopsThePass(t *testing.T) {
 	f := newFixture(t, 200)
-	f.api.patchDelay = 50 * time.Millisecond // a pass of ~2.5 s: the watch ticks every second
+	f.api.setPatchDelay(50 * time.Millisecond) // a pass of ~2.5 s: the watch ticks every second
 	deps := f.deps("inv-1")
 	deps.KMS = watchPanickyKMS{f.kms}
 	out := mustRun(t, context.Background(), f.spec(), deps)
