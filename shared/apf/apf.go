@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	flowcontrolclient "k8s.io/client-go/kubernetes/typed/flowcontrol/v1"
 	"k8s.io/client-go/rest"
 )
@@ -45,6 +46,7 @@ func Probe(ctx context.Context, cfg *rest.Config) (Classification, error) {
 	if err != nil {
 		return Classification{}, fmt.Errorf("apf probe: %w", err)
 	}
+	defer utilnet.CloseIdleConnectionsFor(hc.Transport)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Host+"/version", nil)
 	if err != nil {
 		return Classification{}, fmt.Errorf("apf probe: %w", err)
@@ -59,7 +61,7 @@ func Probe(ctx context.Context, cfg *rest.Config) (Classification, error) {
 		c.Reason = fmt.Sprintf("the API server's answers carry no %s header (API Priority and Fairness off, or a proxy drops it)", HeaderFlowSchemaUID)
 		return c, nil
 	}
-	fc, err := flowcontrolclient.NewForConfig(cfg)
+	fc, err := flowcontrolclient.NewForConfigAndClient(cfg, hc)
 	if err != nil {
 		return Classification{}, fmt.Errorf("apf probe: %w", err)
 	}
